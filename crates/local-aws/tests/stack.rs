@@ -1,0 +1,467 @@
+//! The local stack through the real AWS SDK: each service answers its wire protocol.
+//!
+//! These tests run against the in-process servers by default and against the npm emulators
+//! when `LOCAL_AWS_BACKEND=external` (see `scripts/external-emulators.sh`). Every test uses
+//! its own stream, table and bucket names so that they can share one external backend.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
+    ScalarAttributeType,
+};
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardIteratorType, StreamStatus};
+use local_aws::{Backend, LocalAws};
+
+fn unique(prefix: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    // Lower case and short: valid as a stream, table and bucket name.
+    format!("{prefix}-{}-{n}-{nanos}", std::process::id())
+}
+
+async fn wait_active(kinesis: &aws_sdk_kinesis::Client, stream: &str) {
+    for _ in 0..200 {
+        let out = kinesis
+            .describe_stream_summary()
+            .stream_name(stream)
+            .send()
+            .await
+            .expect("DescribeStreamSummary");
+        if out.stream_description_summary().unwrap().stream_status() == &StreamStatus::Active {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("stream {stream} never became ACTIVE");
+}
+
+async fn read_all(kinesis: &aws_sdk_kinesis::Client, stream: &str) -> Vec<(String, Vec<u8>)> {
+    let shards = kinesis
+        .list_shards()
+        .stream_name(stream)
+        .send()
+        .await
+        .expect("ListShards");
+    let mut out = Vec::new();
+    for shard in shards.shards() {
+        let mut iterator = kinesis
+            .get_shard_iterator()
+            .stream_name(stream)
+            .shard_id(shard.shard_id())
+            .shard_iterator_type(ShardIteratorType::TrimHorizon)
+            .send()
+            .await
+            .expect("GetShardIterator")
+            .shard_iterator
+            .expect("an iterator");
+        // An open shard never ends: read until a page comes back empty.
+        loop {
+            let page = kinesis
+                .get_records()
+                .shard_iterator(&iterator)
+                .send()
+                .await
+                .expect("GetRecords");
+            if page.records().is_empty() {
+                break;
+            }
+            for r in page.records() {
+                let key = r.partition_key().unwrap_or_default().to_owned();
+                out.push((key, r.data().as_ref().to_vec()));
+            }
+            match page.next_shard_iterator {
+                Some(next) => iterator = next,
+                None => break,
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn kinesis_put_and_read_back() {
+    let aws = LocalAws::start().await.unwrap();
+    let kinesis = aws.kinesis_client();
+    let stream = unique("roundtrip");
+    kinesis
+        .create_stream()
+        .stream_name(&stream)
+        .shard_count(4)
+        .send()
+        .await
+        .unwrap();
+    wait_active(&kinesis, &stream).await;
+
+    let entries: Vec<_> = (0..500)
+        .map(|i| {
+            PutRecordsRequestEntry::builder()
+                .partition_key(format!("key-{i}"))
+                .data(Blob::new(format!("record {i}")))
+                .build()
+                .unwrap()
+        })
+        .collect();
+    let put = kinesis
+        .put_records()
+        .stream_name(&stream)
+        .set_records(Some(entries))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.failed_record_count(), Some(0));
+
+    let mut got = read_all(&kinesis, &stream).await;
+    got.sort();
+    let mut want: Vec<_> = (0..500)
+        .map(|i| (format!("key-{i}"), format!("record {i}").into_bytes()))
+        .collect();
+    want.sort();
+    assert_eq!(got, want);
+}
+
+#[tokio::test]
+async fn kinesis_accepts_a_full_five_mib_put_records() {
+    // Guards the body-limit gotcha: axum's 2 MiB default would answer 413.
+    let aws = LocalAws::start().await.unwrap();
+    let kinesis = aws.kinesis_client();
+    let stream = unique("big");
+    kinesis
+        .create_stream()
+        .stream_name(&stream)
+        .shard_count(1)
+        .send()
+        .await
+        .unwrap();
+    wait_active(&kinesis, &stream).await;
+    // 5 records of just under 1 MiB each (data + key ≤ 1 MiB, total ≤ 5 MiB).
+    let data = vec![7u8; 1024 * 1024 - 16];
+    let entries: Vec<_> = (0..5)
+        .map(|i| {
+            PutRecordsRequestEntry::builder()
+                .partition_key(format!("k{i}"))
+                .data(Blob::new(data.clone()))
+                .build()
+                .unwrap()
+        })
+        .collect();
+    let put = kinesis
+        .put_records()
+        .stream_name(&stream)
+        .set_records(Some(entries))
+        .send()
+        .await
+        .expect("a valid 5 MiB PutRecords is accepted");
+    assert_eq!(put.records().len(), 5);
+}
+
+#[tokio::test]
+async fn kinesis_unknown_stream_is_resource_not_found() {
+    let aws = LocalAws::start().await.unwrap();
+    let err = aws
+        .kinesis_client()
+        .describe_stream_summary()
+        .stream_name(unique("missing"))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(
+        err.as_service_error()
+            .is_some_and(|e| e.is_resource_not_found_exception()),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn dynamodb_conditional_writes() {
+    let aws = LocalAws::start().await.unwrap();
+    let ddb = aws.dynamodb_client();
+    let table = unique("leases");
+    ddb.create_table()
+        .table_name(&table)
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("leaseKey")
+                .key_type(KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("leaseKey")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .unwrap();
+
+    let put = |counter: &str| {
+        ddb.put_item()
+            .table_name(&table)
+            .item("leaseKey", AttributeValue::S("shardId-000000000000".into()))
+            .item("leaseCounter", AttributeValue::N(counter.into()))
+            .condition_expression("attribute_not_exists(leaseKey)")
+    };
+    put("1").send().await.unwrap();
+    let err = put("2").send().await.unwrap_err();
+    assert!(
+        err.as_service_error()
+            .is_some_and(|e| e.is_conditional_check_failed_exception()),
+        "{err:?}"
+    );
+
+    // The fencing update the lease store relies on.
+    ddb.update_item()
+        .table_name(&table)
+        .key("leaseKey", AttributeValue::S("shardId-000000000000".into()))
+        .update_expression("SET leaseCounter = leaseCounter + :one")
+        .condition_expression("leaseCounter = :expected")
+        .expression_attribute_values(":one", AttributeValue::N("1".into()))
+        .expression_attribute_values(":expected", AttributeValue::N("1".into()))
+        .send()
+        .await
+        .unwrap();
+    let item = ddb
+        .get_item()
+        .table_name(&table)
+        .key("leaseKey", AttributeValue::S("shardId-000000000000".into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    assert_eq!(item["leaseCounter"], AttributeValue::N("2".into()));
+}
+
+#[tokio::test]
+async fn s3_put_get_and_list() {
+    let aws = LocalAws::start().await.unwrap();
+    let s3 = aws.s3_client();
+    let bucket = unique("bucket");
+    s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    for i in 0..3 {
+        s3.put_object()
+            .bucket(&bucket)
+            .key(format!("prefix/object-{i}"))
+            .body(format!("body {i}").into_bytes().into())
+            .send()
+            .await
+            .unwrap();
+    }
+    let listed = s3
+        .list_objects_v2()
+        .bucket(&bucket)
+        .prefix("prefix/")
+        .send()
+        .await
+        .unwrap();
+    let keys: Vec<_> = listed.contents().iter().filter_map(|o| o.key()).collect();
+    assert_eq!(keys, ["prefix/object-0", "prefix/object-1", "prefix/object-2"]);
+    let body = s3
+        .get_object()
+        .bucket(&bucket)
+        .key("prefix/object-1")
+        .send()
+        .await
+        .unwrap()
+        .body
+        .collect()
+        .await
+        .unwrap()
+        .into_bytes();
+    assert_eq!(&body[..], b"body 1");
+
+    let missing = s3
+        .get_object()
+        .bucket(&bucket)
+        .key("nope")
+        .send()
+        .await
+        .unwrap_err();
+    assert!(
+        missing
+            .as_service_error()
+            .is_some_and(|e| e.is_no_such_key()),
+        "{missing:?}"
+    );
+}
+
+#[tokio::test]
+async fn state_survives_a_restart_with_a_persist_dir() {
+    if LocalAws::start().await.unwrap().backend() == Backend::External {
+        eprintln!("SKIPPED: persistence is a property of the in-process stack");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let stream = unique("durable");
+    let table = unique("durable");
+    let bucket = unique("durable");
+    {
+        let aws = LocalAws::builder()
+            .persist_dir(dir.path())
+            .start()
+            .await
+            .unwrap();
+        let kinesis = aws.kinesis_client();
+        kinesis
+            .create_stream()
+            .stream_name(&stream)
+            .shard_count(1)
+            .send()
+            .await
+            .unwrap();
+        wait_active(&kinesis, &stream).await;
+        kinesis
+            .put_record()
+            .stream_name(&stream)
+            .partition_key("k")
+            .data(Blob::new("kept"))
+            .send()
+            .await
+            .unwrap();
+        let ddb = aws.dynamodb_client();
+        ddb.create_table()
+            .table_name(&table)
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name("id")
+                    .key_type(KeyType::Hash)
+                    .build()
+                    .unwrap(),
+            )
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name("id")
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()
+                    .unwrap(),
+            )
+            .billing_mode(BillingMode::PayPerRequest)
+            .send()
+            .await
+            .unwrap();
+        ddb.put_item()
+            .table_name(&table)
+            .item("id", AttributeValue::S("a".into()))
+            .send()
+            .await
+            .unwrap();
+        let s3 = aws.s3_client();
+        s3.create_bucket().bucket(&bucket).send().await.unwrap();
+        s3.put_object()
+            .bucket(&bucket)
+            .key("k")
+            .body(b"kept".to_vec().into())
+            .send()
+            .await
+            .unwrap();
+    }
+
+    let aws = LocalAws::builder()
+        .persist_dir(dir.path())
+        .start()
+        .await
+        .unwrap();
+    let got = read_all(&aws.kinesis_client(), &stream).await;
+    assert_eq!(got, [("k".to_owned(), b"kept".to_vec())]);
+    let item = aws
+        .dynamodb_client()
+        .get_item()
+        .table_name(&table)
+        .key("id", AttributeValue::S("a".into()))
+        .send()
+        .await
+        .unwrap();
+    assert!(item.item.is_some());
+    let body = aws
+        .s3_client()
+        .get_object()
+        .bucket(&bucket)
+        .key("k")
+        .send()
+        .await
+        .unwrap()
+        .body
+        .collect()
+        .await
+        .unwrap()
+        .into_bytes();
+    assert_eq!(&body[..], b"kept");
+}
+
+#[tokio::test]
+async fn shard_limit_enforcement_throttles_for_real() {
+    if LocalAws::start().await.unwrap().backend() == Backend::External {
+        eprintln!("SKIPPED: only ferrokinesis enforces shard limits");
+        return;
+    }
+    let aws = LocalAws::builder()
+        .enforce_shard_limits(true)
+        .start()
+        .await
+        .unwrap();
+    let kinesis = aws.kinesis_client();
+    let stream = unique("throttled");
+    kinesis
+        .create_stream()
+        .stream_name(&stream)
+        .shard_count(1)
+        .send()
+        .await
+        .unwrap();
+    wait_active(&kinesis, &stream).await;
+    // 3 × 500 records into one shard at once: well over 1000 records/s.
+    let mut throttled = 0;
+    for _ in 0..3 {
+        let entries: Vec<_> = (0..500)
+            .map(|i| {
+                PutRecordsRequestEntry::builder()
+                    .partition_key(format!("k{i}"))
+                    .data(Blob::new(vec![0u8; 100]))
+                    .build()
+                    .unwrap()
+            })
+            .collect();
+        let out = kinesis
+            .put_records()
+            .stream_name(&stream)
+            .set_records(Some(entries))
+            .send()
+            .await
+            .unwrap();
+        throttled += out
+            .records()
+            .iter()
+            .filter(|r| r.error_code() == Some("ProvisionedThroughputExceededException"))
+            .count();
+    }
+    assert!(throttled >= 500, "only {throttled} of 1500 records throttled");
+}
+
+#[tokio::test]
+async fn dropping_the_stack_stops_the_servers() {
+    if LocalAws::start().await.unwrap().backend() == Backend::External {
+        eprintln!("SKIPPED: external servers are not ours to stop");
+        return;
+    }
+    let aws = LocalAws::start().await.unwrap();
+    let endpoint = aws.kinesis_endpoint().to_owned();
+    drop(aws);
+    let err = local_aws::kinesis_client(&endpoint)
+        .list_streams()
+        .send()
+        .await
+        .unwrap_err();
+    // A dead endpoint is a dispatch (connection) failure, not a hang and not a service error.
+    assert!(err.as_service_error().is_none(), "{err:?}");
+}
