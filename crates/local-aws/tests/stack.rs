@@ -4,85 +4,33 @@
 //! when `LOCAL_AWS_BACKEND=external` (see `scripts/external-emulators.sh`). Every test uses
 //! its own stream, table and bucket names so that they can share one external backend.
 
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
-
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
     ScalarAttributeType,
 };
 use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardIteratorType, StreamStatus};
-use local_aws::{Backend, LocalAws};
+use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+use local_aws::{Backend, LocalAws, testing};
 
 fn unique(prefix: &str) -> String {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    // Lower case and short: valid as a stream, table and bucket name.
-    format!("{prefix}-{}-{n}-{nanos}", std::process::id())
+    testing::unique_name(prefix)
 }
 
 async fn wait_active(kinesis: &aws_sdk_kinesis::Client, stream: &str) {
-    for _ in 0..200 {
-        let out = kinesis
-            .describe_stream_summary()
-            .stream_name(stream)
-            .send()
-            .await
-            .expect("DescribeStreamSummary");
-        if out.stream_description_summary().unwrap().stream_status() == &StreamStatus::Active {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("stream {stream} never became ACTIVE");
+    testing::wait_for_active(kinesis, stream).await.unwrap();
 }
 
+/// `(partition key, data)` of every record in the stream.
 async fn read_all(kinesis: &aws_sdk_kinesis::Client, stream: &str) -> Vec<(String, Vec<u8>)> {
-    let shards = kinesis
-        .list_shards()
-        .stream_name(stream)
-        .send()
+    testing::read_stream(kinesis, stream)
         .await
-        .expect("ListShards");
-    let mut out = Vec::new();
-    for shard in shards.shards() {
-        let mut iterator = kinesis
-            .get_shard_iterator()
-            .stream_name(stream)
-            .shard_id(shard.shard_id())
-            .shard_iterator_type(ShardIteratorType::TrimHorizon)
-            .send()
-            .await
-            .expect("GetShardIterator")
-            .shard_iterator
-            .expect("an iterator");
-        // An open shard never ends: read until a page comes back empty.
-        loop {
-            let page = kinesis
-                .get_records()
-                .shard_iterator(&iterator)
-                .send()
-                .await
-                .expect("GetRecords");
-            if page.records().is_empty() {
-                break;
-            }
-            for r in page.records() {
-                let key = r.partition_key().unwrap_or_default().to_owned();
-                out.push((key, r.data().as_ref().to_vec()));
-            }
-            match page.next_shard_iterator {
-                Some(next) => iterator = next,
-                None => break,
-            }
-        }
-    }
-    out
+        .unwrap()
+        .into_iter()
+        .map(|(_, r)| {
+            let key = r.partition_key().unwrap_or_default().to_owned();
+            (key, r.data().as_ref().to_vec())
+        })
+        .collect()
 }
 
 #[tokio::test]
@@ -266,7 +214,10 @@ async fn s3_put_get_and_list() {
         .await
         .unwrap();
     let keys: Vec<_> = listed.contents().iter().filter_map(|o| o.key()).collect();
-    assert_eq!(keys, ["prefix/object-0", "prefix/object-1", "prefix/object-2"]);
+    assert_eq!(
+        keys,
+        ["prefix/object-0", "prefix/object-1", "prefix/object-2"]
+    );
     let body = s3
         .get_object()
         .bucket(&bucket)
@@ -445,7 +396,10 @@ async fn shard_limit_enforcement_throttles_for_real() {
             .filter(|r| r.error_code() == Some("ProvisionedThroughputExceededException"))
             .count();
     }
-    assert!(throttled >= 500, "only {throttled} of 1500 records throttled");
+    assert!(
+        throttled >= 500,
+        "only {throttled} of 1500 records throttled"
+    );
 }
 
 #[tokio::test]

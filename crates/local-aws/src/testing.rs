@@ -1,0 +1,113 @@
+//! Small helpers that tests, examples and tools repeat against any Kinesis endpoint: unique
+//! names for parallel tests, creating a stream and waiting for it, and reading a whole stream
+//! back.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use aws_sdk_kinesis::types::{Record, ShardIteratorType, StreamStatus};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A name no other test in this process or any concurrent one will pick: lower case, digits
+/// and dashes, valid as a stream, table and bucket name (at most 63 characters for a short
+/// prefix).
+pub fn unique_name(prefix: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{prefix}-{}-{n}-{nanos}", std::process::id())
+}
+
+/// Waits until `stream` is ACTIVE (after create or reshard), polling every 20 ms for up to
+/// 30 s.
+pub async fn wait_for_active(
+    kinesis: &aws_sdk_kinesis::Client,
+    stream: &str,
+) -> Result<(), BoxError> {
+    for _ in 0..1500 {
+        let out = kinesis
+            .describe_stream_summary()
+            .stream_name(stream)
+            .send()
+            .await?;
+        if out
+            .stream_description_summary()
+            .is_some_and(|s| s.stream_status() == &StreamStatus::Active)
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Err(format!("stream {stream} did not become ACTIVE within 30 s").into())
+}
+
+/// Creates a provisioned stream with `shards` shards and waits until it is ACTIVE.
+pub async fn create_stream(
+    kinesis: &aws_sdk_kinesis::Client,
+    stream: &str,
+    shards: i32,
+) -> Result<(), BoxError> {
+    kinesis
+        .create_stream()
+        .stream_name(stream)
+        .shard_count(shards)
+        .send()
+        .await?;
+    wait_for_active(kinesis, stream).await
+}
+
+/// Every record of every shard of `stream` (open and closed), read from TRIM_HORIZON, as
+/// `(shard id, record)` in shard order and then sequence order within a shard.
+///
+/// A shard is read until a page comes back empty (an open shard never ends) or its iterator
+/// runs out (a closed shard). Meant for checking what a test wrote, not for consuming.
+pub async fn read_stream(
+    kinesis: &aws_sdk_kinesis::Client,
+    stream: &str,
+) -> Result<Vec<(String, Record)>, BoxError> {
+    let mut shard_ids = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let mut request = kinesis.list_shards();
+        request = match &token {
+            Some(t) => request.next_token(t),
+            None => request.stream_name(stream),
+        };
+        let out = request.send().await?;
+        shard_ids.extend(out.shards().iter().map(|s| s.shard_id().to_owned()));
+        match out.next_token {
+            Some(t) if !out.shards().is_empty() => token = Some(t),
+            _ => break,
+        }
+    }
+
+    let mut records = Vec::new();
+    for shard_id in shard_ids {
+        let mut iterator = kinesis
+            .get_shard_iterator()
+            .stream_name(stream)
+            .shard_id(&shard_id)
+            .shard_iterator_type(ShardIteratorType::TrimHorizon)
+            .send()
+            .await?
+            .shard_iterator;
+        while let Some(current) = iterator {
+            let page = kinesis
+                .get_records()
+                .shard_iterator(&current)
+                .limit(10_000)
+                .send()
+                .await?;
+            if page.records().is_empty() {
+                break;
+            }
+            records.extend(page.records().iter().map(|r| (shard_id.clone(), r.clone())));
+            iterator = page.next_shard_iterator;
+        }
+    }
+    Ok(records)
+}
