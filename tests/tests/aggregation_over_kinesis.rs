@@ -40,11 +40,7 @@ fn shard_of(shards: &[(String, HashKeyRange)], key: HashKey) -> &str {
 }
 
 /// Puts finished records one PutRecords call at a time; returns the shard each landed on.
-async fn put(
-    kinesis: &aws_sdk_kinesis::Client,
-    stream: &str,
-    records: &[Finished],
-) -> Vec<String> {
+async fn put(kinesis: &aws_sdk_kinesis::Client, stream: &str, records: &[Finished]) -> Vec<String> {
     let entries = records
         .iter()
         .map(|f| {
@@ -106,13 +102,20 @@ async fn aggregates_land_on_the_predicted_shard_and_deaggregate_in_order() {
         }
     }
     finished.extend(aggregators.values_mut().filter_map(Aggregator::finish));
-    assert!(finished.iter().all(|f| f.record.data.len() <= 4096 || !f.is_aggregated()));
+    assert!(
+        finished
+            .iter()
+            .all(|f| f.record.data.len() <= 4096 || !f.is_aggregated())
+    );
 
     for batch in finished.chunks(100) {
         let landed = put(&kinesis, &stream, batch).await;
         for (f, shard) in batch.iter().zip(landed) {
             let predicted = shard_of(&shards, f.user_records[0].hash_key());
-            assert_eq!(shard, predicted, "an aggregate must land on its records' shard");
+            assert_eq!(
+                shard, predicted,
+                "an aggregate must land on its records' shard"
+            );
         }
     }
 
@@ -136,7 +139,10 @@ async fn aggregates_land_on_the_predicted_shard_and_deaggregate_in_order() {
                 user.sub_sequence_number,
             );
             if let Some(previous) = last_position.insert(shard_id.clone(), position.clone()) {
-                assert!(position > previous, "positions must increase within a shard");
+                assert!(
+                    position > previous,
+                    "positions must increase within a shard"
+                );
             }
             got.entry(shard_id.clone())
                 .or_default()
@@ -210,7 +216,12 @@ async fn an_aggregate_spanning_shards_delivers_only_its_in_range_records() {
     let in_range = keys_on[shard_id.as_str()];
     assert_eq!(filtered.records.len(), in_range);
     assert_eq!(filtered.dropped, 20 - in_range);
-    assert!(filtered.records.iter().all(|u| range.contains(u.hash_key())));
+    assert!(
+        filtered
+            .records
+            .iter()
+            .all(|u| range.contains(u.hash_key()))
+    );
     // Without the filter, everything is there.
     assert_eq!(deaggregate(received).len(), 20);
 }

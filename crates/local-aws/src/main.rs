@@ -34,8 +34,7 @@ async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .init();
 
@@ -66,7 +65,9 @@ async fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<local_aws::LocalAwsBuilder>, String> {
+fn parse(
+    mut args: impl Iterator<Item = String>,
+) -> Result<Option<local_aws::LocalAwsBuilder>, String> {
     // The binary always runs the in-process servers: it *is* the backend others point at.
     let mut builder = local_aws::LocalAws::builder().ignore_env();
     let (mut kinesis, mut dynamodb, mut s3) = (0, 0, 0);

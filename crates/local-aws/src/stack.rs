@@ -2,13 +2,12 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use aws_sdk_kinesis::config::BehaviorVersion;
+use aws_sdk_kinesis::config::SharedHttpClient;
 use aws_sdk_kinesis::config::{Credentials, Region, SharedCredentialsProvider};
 use aws_smithy_http_client::tls;
-use aws_sdk_kinesis::config::SharedHttpClient;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -178,7 +177,8 @@ impl LocalAwsBuilder {
                 (temp.path().to_path_buf(), Some(temp))
             }
         };
-        std::fs::create_dir_all(&s3_dir).map_err(io_err(format!("creating {}", s3_dir.display())))?;
+        std::fs::create_dir_all(&s3_dir)
+            .map_err(io_err(format!("creating {}", s3_dir.display())))?;
 
         let kinesis = bind(self.ports.kinesis, "Kinesis").await?;
         let dynamodb = bind(self.ports.dynamodb, "DynamoDB").await?;
@@ -189,8 +189,16 @@ impl LocalAwsBuilder {
             s3: endpoint_of(&s3)?,
         };
 
-        tasks.push(spawn_kinesis(kinesis, self.kinesis_options()?, shutdown_rx.clone()));
-        tasks.push(spawn_dynamodb(dynamodb, self.dynamo_database()?, shutdown_rx.clone()));
+        tasks.push(spawn_kinesis(
+            kinesis,
+            self.kinesis_options()?,
+            shutdown_rx.clone(),
+        ));
+        tasks.push(spawn_dynamodb(
+            dynamodb,
+            self.dynamo_database()?,
+            shutdown_rx.clone(),
+        ));
         tasks.push(spawn_s3(s3, &s3_dir, shutdown_rx)?);
         tracing::debug!(?endpoints, "local-aws started");
 
@@ -235,7 +243,8 @@ impl LocalAwsBuilder {
     fn dynamo_database(&self) -> Result<dynoxide::Database, Error> {
         let db = match &self.persist_dir {
             Some(dir) => {
-                std::fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
+                std::fs::create_dir_all(dir)
+                    .map_err(io_err(format!("creating {}", dir.display())))?;
                 let path = dir.join("dynamodb.sqlite");
                 dynoxide::Database::new(&path.to_string_lossy())
             }
@@ -495,18 +504,18 @@ fn local_credentials() -> Credentials {
     Credentials::new(ACCESS_KEY_ID, SECRET_ACCESS_KEY, None, None, "local-aws")
 }
 
-/// One HTTP client for every local SDK client: rustls with ring, no legacy stack.
+/// The HTTP client of a local SDK client: rustls with ring, no legacy stack.
+///
+/// A new one per SDK client, never a process-wide one: a pooled connection is driven by a task
+/// on the runtime that opened it, and every `#[tokio::test]` has its own runtime. A client
+/// shared across tests hands out connections whose runtime is gone ("runtime dropped the
+/// dispatch task"). Applications should do the opposite: one client for the process.
 fn http_client() -> SharedHttpClient {
-    static CLIENT: OnceLock<SharedHttpClient> = OnceLock::new();
-    CLIENT
-        .get_or_init(|| {
-            aws_smithy_http_client::Builder::new()
-                .tls_provider(tls::Provider::Rustls(
-                    tls::rustls_provider::CryptoMode::Ring,
-                ))
-                .build_https()
-        })
-        .clone()
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https()
 }
 
 /// Everything a local client shares: region, credentials, the HTTP client, and a short
@@ -558,7 +567,9 @@ fn local_credentials_for_env() -> Credentials {
 }
 
 fn kinesis_client_with(endpoint: &str, credentials: &Credentials) -> aws_sdk_kinesis::Client {
-    aws_sdk_kinesis::Client::from_conf(local_config!(aws_sdk_kinesis, endpoint, credentials).build())
+    aws_sdk_kinesis::Client::from_conf(
+        local_config!(aws_sdk_kinesis, endpoint, credentials).build(),
+    )
 }
 
 fn dynamodb_client_with(endpoint: &str, credentials: &Credentials) -> aws_sdk_dynamodb::Client {
