@@ -10,10 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-    ScalarAttributeType,
-};
+use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use kinesis_aggregation::{
@@ -125,23 +122,7 @@ async fn main() -> Result<(), BoxError> {
         "MISMATCH"
     };
     let ddb = aws.dynamodb_client();
-    ddb.create_table()
-        .table_name("roundtrip-results")
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("run")
-                .key_type(KeyType::Hash)
-                .build()?,
-        )
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("run")
-                .attribute_type(ScalarAttributeType::S)
-                .build()?,
-        )
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await?;
+    local_aws::testing::create_table(&ddb, "roundtrip-results", "run").await?;
     ddb.put_item()
         .table_name("roundtrip-results")
         .item("run", AttributeValue::S("1".into()))

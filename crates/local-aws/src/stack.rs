@@ -151,8 +151,13 @@ impl LocalAwsBuilder {
     }
 
     /// Start the stack: in process unless `LOCAL_AWS_BACKEND=external` says otherwise.
+    ///
+    /// Persistence and shard-limit enforcement are properties of the in-process servers, so a
+    /// builder that asks for either always starts them, whatever the environment says: a test
+    /// that needs real throttling never silently runs without it.
     pub async fn start(self) -> Result<LocalAws, Error> {
-        if self.honour_env {
+        let needs_in_process = self.persist_dir.is_some() || self.enforce_shard_limits;
+        if self.honour_env && !needs_in_process {
             match std::env::var("LOCAL_AWS_BACKEND").ok().as_deref() {
                 None | Some("") | Some("in-process") => {}
                 Some("external") => return LocalAws::external_from_env(),

@@ -111,3 +111,47 @@ pub async fn read_stream(
     }
     Ok(records)
 }
+
+/// Creates a pay-per-request table whose only key is the string hash key `hash_key`, and
+/// waits until it is ACTIVE (DynamoDB and dynalite create tables asynchronously: a write right
+/// after `CreateTable` can fail with ResourceNotFound).
+pub async fn create_table(
+    dynamodb: &aws_sdk_dynamodb::Client,
+    table: &str,
+    hash_key: &str,
+) -> Result<(), BoxError> {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+        TableStatus,
+    };
+    dynamodb
+        .create_table()
+        .table_name(table)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name(hash_key)
+                .attribute_type(ScalarAttributeType::S)
+                .build()?,
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name(hash_key)
+                .key_type(KeyType::Hash)
+                .build()?,
+        )
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await?;
+    for _ in 0..1500 {
+        let out = dynamodb.describe_table().table_name(table).send().await?;
+        if out
+            .table()
+            .and_then(|t| t.table_status())
+            .is_some_and(|s| *s == TableStatus::Active)
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Err(format!("table {table} did not become ACTIVE within 30 s").into())
+}

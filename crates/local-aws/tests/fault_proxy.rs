@@ -7,13 +7,10 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-    ScalarAttributeType,
-};
+use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardIteratorType, StreamStatus};
+use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardIteratorType};
 use http::Method;
 use local_aws::LocalAws;
 use local_aws::fault::{Fault, FaultProxy, Op, PartialFailure, Rule};
@@ -92,20 +89,9 @@ async fn kinesis_setup() -> (LocalAws, FaultProxy, aws_sdk_kinesis::Client, Stri
 }
 
 async fn wait_active(kinesis: &aws_sdk_kinesis::Client, stream: &str) {
-    for _ in 0..200 {
-        let out = kinesis
-            .describe_stream_summary()
-            .stream_name(stream)
-            .send()
-            .await
-            .expect("DescribeStreamSummary");
-        if out.stream_description_summary().unwrap().stream_status() == &StreamStatus::Active {
-            return;
-        }
-        // Waiting for the emulator's CREATING -> ACTIVE transition (50 ms by default).
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("stream {stream} never became ACTIVE");
+    local_aws::testing::wait_for_active(kinesis, stream)
+        .await
+        .unwrap();
 }
 
 /// Every record's data in the (one-shard) stream, read directly from the upstream.
@@ -621,25 +607,7 @@ async fn truncated_body_stops_short_of_its_content_length() {
 }
 
 async fn create_table(dynamodb: &aws_sdk_dynamodb::Client, table: &str) {
-    dynamodb
-        .create_table()
-        .table_name(table)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("pk")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .unwrap(),
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("pk")
-                .key_type(KeyType::Hash)
-                .build()
-                .unwrap(),
-        )
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
+    local_aws::testing::create_table(dynamodb, table, "pk")
         .await
         .unwrap();
 }

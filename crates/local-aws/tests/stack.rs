@@ -4,10 +4,7 @@
 //! when `LOCAL_AWS_BACKEND=external` (see `scripts/external-emulators.sh`). Every test uses
 //! its own stream, table and bucket names so that they can share one external backend.
 
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-    ScalarAttributeType,
-};
+use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use local_aws::{Backend, LocalAws, testing};
@@ -131,24 +128,7 @@ async fn dynamodb_conditional_writes() {
     let aws = LocalAws::start().await.unwrap();
     let ddb = aws.dynamodb_client();
     let table = unique("leases");
-    ddb.create_table()
-        .table_name(&table)
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("leaseKey")
-                .key_type(KeyType::Hash)
-                .build()
-                .unwrap(),
-        )
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("leaseKey")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .unwrap(),
-        )
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
+    testing::create_table(&ddb, &table, "leaseKey")
         .await
         .unwrap();
 
@@ -249,10 +229,6 @@ async fn s3_put_get_and_list() {
 
 #[tokio::test]
 async fn state_survives_a_restart_with_a_persist_dir() {
-    if LocalAws::start().await.unwrap().backend() == Backend::External {
-        eprintln!("SKIPPED: persistence is a property of the in-process stack");
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let stream = unique("durable");
     let table = unique("durable");
@@ -281,26 +257,7 @@ async fn state_survives_a_restart_with_a_persist_dir() {
             .await
             .unwrap();
         let ddb = aws.dynamodb_client();
-        ddb.create_table()
-            .table_name(&table)
-            .key_schema(
-                KeySchemaElement::builder()
-                    .attribute_name("id")
-                    .key_type(KeyType::Hash)
-                    .build()
-                    .unwrap(),
-            )
-            .attribute_definitions(
-                AttributeDefinition::builder()
-                    .attribute_name("id")
-                    .attribute_type(ScalarAttributeType::S)
-                    .build()
-                    .unwrap(),
-            )
-            .billing_mode(BillingMode::PayPerRequest)
-            .send()
-            .await
-            .unwrap();
+        testing::create_table(&ddb, &table, "id").await.unwrap();
         ddb.put_item()
             .table_name(&table)
             .item("id", AttributeValue::S("a".into()))
@@ -352,10 +309,6 @@ async fn state_survives_a_restart_with_a_persist_dir() {
 
 #[tokio::test]
 async fn shard_limit_enforcement_throttles_for_real() {
-    if LocalAws::start().await.unwrap().backend() == Backend::External {
-        eprintln!("SKIPPED: only ferrokinesis enforces shard limits");
-        return;
-    }
     let aws = LocalAws::builder()
         .enforce_shard_limits(true)
         .start()
