@@ -315,14 +315,30 @@ impl LocalAws {
         let key = std::env::var("LOCAL_AWS_ACCESS_KEY_ID").unwrap_or_else(|_| ACCESS_KEY_ID.into());
         let secret = std::env::var("LOCAL_AWS_SECRET_ACCESS_KEY")
             .unwrap_or_else(|_| SECRET_ACCESS_KEY.into());
-        Ok(LocalAws {
+        Ok(Self::connect(endpoints, key, secret))
+    }
+
+    /// A handle on servers that run elsewhere (another process's `local-aws`, the npm
+    /// emulators): no server is started or stopped, the clients sign with the given key pair.
+    pub fn connect(
+        endpoints: Endpoints,
+        access_key_id: impl Into<String>,
+        secret_access_key: impl Into<String>,
+    ) -> LocalAws {
+        LocalAws {
             backend: Backend::External,
             endpoints,
-            credentials: Credentials::new(key, secret, None, None, "local-aws"),
+            credentials: Credentials::new(
+                access_key_id.into(),
+                secret_access_key.into(),
+                None,
+                None,
+                "local-aws",
+            ),
             tasks: Vec::new(),
             shutdown: None,
             _temp: None,
-        })
+        }
     }
 
     /// Which servers this stack talks to.
