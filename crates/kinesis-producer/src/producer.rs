@@ -1,0 +1,466 @@
+//! The public handle: builder, `put`, `flush`, `close`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use kinesis_aggregation::{HashKey, UserRecord};
+use tokio::sync::{Semaphore, TryAcquireError, mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::api::{CallErrorKind, KinesisApi, SdkApi, StreamId};
+use crate::config::Config;
+use crate::engine::{Command, Engine, Item};
+use crate::error::{BuildError, ConfigError, PutError, PutFailure};
+use crate::record::{PutOutcome, Record};
+use crate::shard_map;
+
+/// Builds a [`Producer`]. Every setting has a default; the KPL's name for it is given.
+#[derive(Debug, Clone)]
+pub struct ProducerBuilder {
+    client: aws_sdk_kinesis::Client,
+    stream: Option<String>,
+    config: Config,
+}
+
+macro_rules! setter {
+    ($(#[$doc:meta])* $name:ident : $ty:ty) => {
+        $(#[$doc])*
+        pub fn $name(mut self, value: $ty) -> Self {
+            self.config.$name = value;
+            self
+        }
+    };
+}
+
+impl ProducerBuilder {
+    /// The stream to write to: a name, or an ARN (`arn:aws:kinesis:...:stream/NAME`).
+    /// Required (or `KINESIS_PRODUCER_STREAM` with [`from_env`](Self::from_env)).
+    pub fn stream(mut self, name_or_arn: impl Into<String>) -> Self {
+        self.stream = Some(name_or_arn.into());
+        self
+    }
+
+    /// Whether to pack user records bound for one shard into KPL aggregates
+    /// (`AggregationEnabled`). Default: true.
+    pub fn aggregation(mut self, enabled: bool) -> Self {
+        self.config.aggregation_enabled = enabled;
+        self
+    }
+
+    setter! {
+        /// Most user records per aggregate (`AggregationMaxCount`). Default: 4294967295.
+        aggregation_max_count: usize
+    }
+    setter! {
+        /// Most bytes per aggregate (`AggregationMaxSize`). Default: 51200.
+        aggregation_max_size: usize
+    }
+    setter! {
+        /// Most Kinesis records per `PutRecords` (`CollectionMaxCount`), 1..=500. Default: 500.
+        collection_max_count: usize
+    }
+    setter! {
+        /// Most bytes (data + partition keys, as Kinesis counts) per `PutRecords`
+        /// (`CollectionMaxSize`). Default: 5 MiB.
+        collection_max_size: usize
+    }
+    setter! {
+        /// How long a record may wait for others to share its aggregate and request
+        /// (`RecordMaxBufferedTime`). A full request goes at once. Default: 100 ms.
+        record_max_buffered_time: Duration
+    }
+    setter! {
+        /// How long the producer keeps trying (`RecordTtl`): after it, the record fails with
+        /// [`PutFailure::Expired`]. Default: 30 s.
+        record_ttl: Duration
+    }
+    setter! {
+        /// Per-shard rate limit in percent of the shard's 1000 records/s and 1 MiB/s
+        /// (`RateLimit`). Throttling lowers the effective rate further, then it recovers.
+        /// Default: 150.
+        rate_limit: u32
+    }
+    setter! {
+        /// Most `PutRecords` requests in flight at once (the KPL's `MaxConnections`).
+        /// Default: 24.
+        max_in_flight_requests: usize
+    }
+    setter! {
+        /// How long one `PutRecords` may take before it counts as failed and is retried
+        /// (`RequestTimeout`). Default: 6 s.
+        request_timeout: Duration
+    }
+    setter! {
+        /// Largest user record, data plus partition key (`MaxUserRecordSize`).
+        /// Default: 1 MiB (raise it for streams with a larger record limit).
+        max_user_record_size: usize
+    }
+    setter! {
+        /// Backpressure: most bytes (data + partition key) of records put but not yet
+        /// finished, in flight included. Default: 64 MiB.
+        max_buffered_bytes: usize
+    }
+    setter! {
+        /// Backpressure: most records put but not yet finished. Default: 100 000.
+        max_buffered_records: usize
+    }
+    setter! {
+        /// Keep the order of records per shard (and so per partition key): at most one
+        /// request per shard in flight, failed records retried before newer ones.
+        /// Costs throughput. Default: false.
+        preserve_order_per_shard: bool
+    }
+
+    /// `ListShards` page size; `None` (the default) lets the service choose. Tests use small
+    /// pages to exercise paging.
+    #[doc(hidden)]
+    pub fn list_shards_page_size(mut self, size: Option<i32>) -> Self {
+        self.config.list_shards_page_size = size;
+        self
+    }
+
+    /// Applies the `KINESIS_PRODUCER_*` environment variables over the settings made so far
+    /// (later builder calls override them). Names follow the KPL's settings:
+    ///
+    /// | variable | setting |
+    /// |---|---|
+    /// | `KINESIS_PRODUCER_STREAM` | [`stream`](Self::stream) |
+    /// | `KINESIS_PRODUCER_AGGREGATION_ENABLED` | [`aggregation`](Self::aggregation) (`true`/`false`) |
+    /// | `KINESIS_PRODUCER_AGGREGATION_MAX_COUNT` | [`aggregation_max_count`](Self::aggregation_max_count) |
+    /// | `KINESIS_PRODUCER_AGGREGATION_MAX_SIZE` | [`aggregation_max_size`](Self::aggregation_max_size) |
+    /// | `KINESIS_PRODUCER_COLLECTION_MAX_COUNT` | [`collection_max_count`](Self::collection_max_count) |
+    /// | `KINESIS_PRODUCER_COLLECTION_MAX_SIZE` | [`collection_max_size`](Self::collection_max_size) |
+    /// | `KINESIS_PRODUCER_RECORD_MAX_BUFFERED_TIME_MS` | [`record_max_buffered_time`](Self::record_max_buffered_time) |
+    /// | `KINESIS_PRODUCER_RECORD_TTL_MS` | [`record_ttl`](Self::record_ttl) |
+    /// | `KINESIS_PRODUCER_RATE_LIMIT` | [`rate_limit`](Self::rate_limit) |
+    /// | `KINESIS_PRODUCER_MAX_CONNECTIONS` | [`max_in_flight_requests`](Self::max_in_flight_requests) |
+    /// | `KINESIS_PRODUCER_REQUEST_TIMEOUT_MS` | [`request_timeout`](Self::request_timeout) |
+    /// | `KINESIS_PRODUCER_MAX_USER_RECORD_SIZE` | [`max_user_record_size`](Self::max_user_record_size) |
+    /// | `KINESIS_PRODUCER_MAX_BUFFERED_BYTES` | [`max_buffered_bytes`](Self::max_buffered_bytes) |
+    /// | `KINESIS_PRODUCER_MAX_BUFFERED_RECORDS` | [`max_buffered_records`](Self::max_buffered_records) |
+    /// | `KINESIS_PRODUCER_PRESERVE_ORDER_PER_SHARD` | [`preserve_order_per_shard`](Self::preserve_order_per_shard) |
+    ///
+    /// Environment variables are read only when this is called: a library should not change
+    /// behaviour behind its caller's back.
+    ///
+    /// # Errors
+    /// A variable with the prefix and a known name whose value does not parse.
+    #[allow(clippy::wrong_self_convention)] // a builder step, named as the issue asks
+    pub fn from_env(self) -> Result<Self, ConfigError> {
+        self.from_vars(std::env::vars())
+    }
+
+    #[allow(clippy::wrong_self_convention)]
+    fn from_vars(
+        mut self,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        if let Some(stream) = self.config.apply_env(vars)? {
+            self.stream = Some(stream);
+        }
+        Ok(self)
+    }
+
+    /// Checks the settings, checks that the stream exists and loads its shard map, and
+    /// starts the producer's background task on the current Tokio runtime.
+    ///
+    /// # Errors
+    /// [`BuildError::StreamNotFound`] if the stream does not exist; [`BuildError::ListShards`]
+    /// if the shards cannot be listed; [`BuildError::InvalidConfig`] for contradictory
+    /// settings.
+    pub async fn build(self) -> Result<Producer, BuildError> {
+        let api = Arc::new(SdkApi::new(self.client.clone()));
+        self.build_with_api(api).await
+    }
+
+    pub(crate) async fn build_with_api(
+        self,
+        api: Arc<dyn KinesisApi>,
+    ) -> Result<Producer, BuildError> {
+        self.config.validate()?;
+        let stream_text = self.stream.ok_or(BuildError::NoStream)?;
+        let stream = StreamId::parse(&stream_text);
+        let map = shard_map::load(&*api, &stream, self.config.list_shards_page_size)
+            .await
+            .map_err(|e| match e.kind {
+                CallErrorKind::StreamNotFound => BuildError::StreamNotFound {
+                    stream: stream_text.clone(),
+                },
+                _ => BuildError::ListShards {
+                    stream: stream_text.clone(),
+                    code: e.code.to_string(),
+                    message: e.message.to_string(),
+                },
+            })?;
+        let config = Arc::new(self.config);
+        let bytes = Arc::new(Semaphore::new(config.max_buffered_bytes));
+        let records = Arc::new(Semaphore::new(config.max_buffered_records));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let engine = Engine::new(
+            Arc::clone(&config),
+            api,
+            stream,
+            map,
+            rx,
+            Arc::clone(&bytes),
+            Arc::clone(&records),
+        );
+        tokio::spawn(engine.run());
+        Ok(Producer {
+            inner: Arc::new(Inner {
+                tx,
+                bytes,
+                records,
+                config,
+                closed: AtomicBool::new(false),
+            }),
+        })
+    }
+}
+
+/// A KPL-class producer for one stream. Cheap to clone; all clones share one pipeline.
+///
+/// Dropping every clone without [`close`](Self::close) does not lose records: the
+/// background task finishes every record already put (delivering results to the handles
+/// still held) and then stops, as long as the Tokio runtime keeps running. If the runtime
+/// shuts down first, outstanding handles resolve to [`PutFailure::Lost`]. Call `close` to
+/// know when everything is done.
+#[derive(Debug, Clone)]
+pub struct Producer {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    tx: mpsc::UnboundedSender<Command>,
+    bytes: Arc<Semaphore>,
+    records: Arc<Semaphore>,
+    config: Arc<Config>,
+    closed: AtomicBool,
+}
+
+impl Producer {
+    /// Starts building a producer on this Kinesis client.
+    ///
+    /// The client's own settings (region, credentials, endpoint, HTTP client) are used as
+    /// they are, except that the producer turns the SDK's retries off for its `PutRecords`
+    /// calls: it retries itself (see the crate docs).
+    pub fn builder(client: aws_sdk_kinesis::Client) -> ProducerBuilder {
+        ProducerBuilder {
+            client,
+            stream: None,
+            config: Config::default(),
+        }
+    }
+
+    /// Puts a record, waiting for buffer space if the producer holds its maximum of
+    /// buffered bytes or records (this wait is the backpressure).
+    ///
+    /// # Errors
+    /// At once, with the record: an invalid partition key or explicit hash key, a record
+    /// over the maximum size, or a closed producer.
+    pub async fn put(&self, record: Record) -> Result<PutHandle, PutError> {
+        let (user, hash, cost) = self.validate(record)?;
+        let inner = &self.inner;
+        let permits = async {
+            inner.records.acquire().await?.forget();
+            match inner.bytes.acquire_many(cost as u32).await {
+                Ok(p) => p.forget(),
+                Err(e) => {
+                    inner.records.add_permits(1);
+                    return Err(e);
+                }
+            }
+            Ok(())
+        };
+        if permits.await.is_err() {
+            return Err(PutError::Closed {
+                record: back(user.0, user.1),
+            });
+        }
+        self.send(user, hash, cost)
+    }
+
+    /// Puts a record if there is buffer space now.
+    ///
+    /// # Errors
+    /// As [`put`](Self::put), plus [`PutError::Full`] when the buffer limits are reached.
+    pub fn try_put(&self, record: Record) -> Result<PutHandle, PutError> {
+        let (user, hash, cost) = self.validate(record)?;
+        let inner = &self.inner;
+        let result = match inner.records.try_acquire() {
+            Ok(p) => {
+                p.forget();
+                match inner.bytes.try_acquire_many(cost as u32) {
+                    Ok(p) => {
+                        p.forget();
+                        Ok(())
+                    }
+                    Err(e) => {
+                        inner.records.add_permits(1);
+                        Err(e)
+                    }
+                }
+            }
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => self.send(user, hash, cost),
+            Err(TryAcquireError::NoPermits) => Err(PutError::Full {
+                record: back(user.0, user.1),
+            }),
+            Err(TryAcquireError::Closed) => Err(PutError::Closed {
+                record: back(user.0, user.1),
+            }),
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn validate(
+        &self,
+        record: Record,
+    ) -> Result<((UserRecord, Option<String>), HashKey, usize), PutError> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(PutError::Closed { record });
+        }
+        let size = record.data.len() + record.partition_key.len();
+        let limit = self.inner.config.max_user_record_size;
+        if size > limit {
+            return Err(PutError::RecordTooLarge {
+                record,
+                size,
+                limit,
+            });
+        }
+        let ehk = match record
+            .explicit_hash_key
+            .as_deref()
+            .map(str::parse::<HashKey>)
+        {
+            None => None,
+            Some(Ok(k)) => Some(k),
+            Some(Err(reason)) => return Err(PutError::InvalidExplicitHashKey { record, reason }),
+        };
+        if let Err(reason) = kinesis_aggregation::validate_partition_key(&record.partition_key) {
+            return Err(PutError::InvalidPartitionKey { record, reason });
+        }
+        let Record {
+            partition_key,
+            explicit_hash_key,
+            data,
+        } = record;
+        let user = UserRecord::new(partition_key, data).expect("partition key validated above");
+        let (user, hash) = match ehk {
+            Some(k) => (user.with_explicit_hash_key(k), k),
+            None => {
+                let hash = HashKey::from_partition_key(user.partition_key());
+                (user, hash)
+            }
+        };
+        Ok(((user, explicit_hash_key), hash, size))
+    }
+
+    fn send(
+        &self,
+        (user, ehk_text): (UserRecord, Option<String>),
+        hash: HashKey,
+        cost: usize,
+    ) -> Result<PutHandle, PutError> {
+        let now = Instant::now();
+        let cfg = &self.inner.config;
+        let expires = now
+            .checked_add(cfg.record_ttl)
+            .unwrap_or(now + Duration::from_secs(86_400 * 365));
+        let deadline = now
+            .checked_add(cfg.record_max_buffered_time)
+            .unwrap_or(expires)
+            .min(expires);
+        let (reply, rx) = oneshot::channel();
+        let item = Item {
+            user,
+            ehk_text,
+            hash,
+            reply,
+            attempts: Vec::new(),
+            deadline,
+            expires,
+            last_end: now,
+            cost,
+            epoch: 0,
+        };
+        match self.inner.tx.send(Command::Put(item)) {
+            Ok(()) => Ok(PutHandle { rx }),
+            Err(mpsc::error::SendError(cmd)) => {
+                let Command::Put(item) = cmd else {
+                    unreachable!()
+                };
+                self.inner.bytes.add_permits(cost);
+                self.inner.records.add_permits(1);
+                Err(PutError::Closed {
+                    record: back(item.user, item.ehk_text),
+                })
+            }
+        }
+    }
+
+    /// Waits until every record put before this call has a final outcome (success or
+    /// failure). Buffered records are sent at once, without waiting for their linger time.
+    /// Records put concurrently may or may not be included.
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.inner.tx.send(Command::Flush(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Stops accepting records, sends everything already put (each gets its final outcome,
+    /// retries included, within its TTL) and stops the background task. Puts waiting for
+    /// buffer space fail with [`PutError::Closed`]. Idempotent; every clone sees it.
+    pub async fn close(&self) {
+        self.inner.closed.store(true, Ordering::Release);
+        self.inner.records.close();
+        self.inner.bytes.close();
+        let (tx, rx) = oneshot::channel();
+        if self.inner.tx.send(Command::Close(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Records put and not yet finished (buffered, in flight or waiting for a retry).
+    pub fn outstanding_records(&self) -> usize {
+        self.inner
+            .config
+            .max_buffered_records
+            .saturating_sub(self.inner.records.available_permits())
+    }
+}
+
+fn back(user: UserRecord, ehk_text: Option<String>) -> Record {
+    let (partition_key, _, data) = user.into_parts();
+    Record {
+        partition_key,
+        explicit_hash_key: ehk_text,
+        data,
+    }
+}
+
+/// The outcome of one put, to be awaited. Dropping it does not cancel the put.
+#[derive(Debug)]
+#[must_use = "a PutHandle tells whether the record was written; drop it explicitly to ignore that"]
+pub struct PutHandle {
+    rx: oneshot::Receiver<Result<PutOutcome, PutFailure>>,
+}
+
+impl Future for PutHandle {
+    type Output = Result<PutOutcome, PutFailure>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.rx)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(PutFailure::Lost)))
+    }
+}

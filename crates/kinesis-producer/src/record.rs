@@ -1,0 +1,150 @@
+//! What goes in (`Record`) and what comes out (`PutOutcome`, `Attempt`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+/// A record to put: partition key, optional explicit hash key, data.
+///
+/// Nothing is checked here; [`Producer::put`](crate::Producer::put) validates and returns a
+/// typed [`PutError`](crate::PutError) at once (with the record) if Kinesis would refuse it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub(crate) partition_key: String,
+    pub(crate) explicit_hash_key: Option<String>,
+    pub(crate) data: Bytes,
+}
+
+impl Record {
+    /// A record routed by MD5(`partition_key`).
+    pub fn new(partition_key: impl Into<String>, data: impl Into<Bytes>) -> Self {
+        Record {
+            partition_key: partition_key.into(),
+            explicit_hash_key: None,
+            data: data.into(),
+        }
+    }
+
+    /// Routes the record by an explicit hash key: the decimal form of a 128-bit integer.
+    pub fn with_explicit_hash_key(mut self, explicit_hash_key: impl Into<String>) -> Self {
+        self.explicit_hash_key = Some(explicit_hash_key.into());
+        self
+    }
+
+    /// The partition key.
+    pub fn partition_key(&self) -> &str {
+        &self.partition_key
+    }
+
+    /// The explicit hash key, if any.
+    pub fn explicit_hash_key(&self) -> Option<&str> {
+        self.explicit_hash_key.as_deref()
+    }
+
+    /// The data.
+    pub fn data(&self) -> &Bytes {
+        &self.data
+    }
+
+    /// `(partition_key, explicit_hash_key, data)`.
+    pub fn into_parts(self) -> (String, Option<String>, Bytes) {
+        (self.partition_key, self.explicit_hash_key, self.data)
+    }
+}
+
+/// One `PutRecords` attempt that carried the record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    pub(crate) started: std::time::Instant,
+    pub(crate) delay: Duration,
+    pub(crate) duration: Duration,
+    pub(crate) error: Option<AttemptError>,
+}
+
+impl Attempt {
+    /// When the request was sent.
+    pub fn started(&self) -> std::time::Instant {
+        self.started
+    }
+
+    /// Time from the put (first attempt) or from the previous attempt's end (retries) to
+    /// this attempt's start: buffering, rate limiting and backoff.
+    pub fn delay(&self) -> Duration {
+        self.delay
+    }
+
+    /// How long the request took.
+    pub fn duration(&self) -> Duration {
+        self.duration
+    }
+
+    /// Why the attempt failed for this record; `None` if it succeeded.
+    pub fn error(&self) -> Option<&AttemptError> {
+        self.error.as_ref()
+    }
+
+    /// Whether the attempt succeeded.
+    pub fn is_success(&self) -> bool {
+        self.error.is_none()
+    }
+}
+
+/// Why an attempt failed: the Kinesis error code and message, or one of the producer's own
+/// codes (`Timeout`, `DispatchFailure`, `WrongShard`, `ResultCountMismatch`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptError {
+    pub(crate) code: Arc<str>,
+    pub(crate) message: Arc<str>,
+}
+
+impl AttemptError {
+    /// The error code, e.g. `ProvisionedThroughputExceededException`.
+    pub fn code(&self) -> &str {
+        &self.code
+    }
+
+    /// The error message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+/// Where a record went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutOutcome {
+    pub(crate) shard_id: Arc<str>,
+    pub(crate) sequence_number: Arc<str>,
+    pub(crate) sub_sequence_number: u64,
+    pub(crate) aggregated: bool,
+    pub(crate) attempts: Vec<Attempt>,
+}
+
+impl PutOutcome {
+    /// The shard that holds the record.
+    pub fn shard_id(&self) -> &str {
+        &self.shard_id
+    }
+
+    /// The sequence number of the Kinesis record that carries it (shared by every user record
+    /// of an aggregate).
+    pub fn sequence_number(&self) -> &str {
+        &self.sequence_number
+    }
+
+    /// The record's position inside the aggregate (0 when it went alone): with the sequence
+    /// number, what a KCL consumer checkpoints.
+    pub fn sub_sequence_number(&self) -> u64 {
+        self.sub_sequence_number
+    }
+
+    /// Whether the record went inside an aggregate.
+    pub fn is_aggregated(&self) -> bool {
+        self.aggregated
+    }
+
+    /// Every attempt, the last one successful.
+    pub fn attempts(&self) -> &[Attempt] {
+        &self.attempts
+    }
+}

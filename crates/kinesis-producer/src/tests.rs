@@ -1,0 +1,176 @@
+//! The pipeline against an in-memory Kinesis, on tokio's paused clock: linger and TTL
+//! without sleeping.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use kinesis_aggregation::{HashKey, HashKeyRange, KinesisRecord};
+use tokio::time::Instant;
+
+use crate::api::{CallError, EntryResult, KinesisApi, ShardDesc, ShardPage, StreamId};
+use crate::{Producer, PutFailure, Record};
+
+/// One shard; every entry fails with `fail_code` if set, else succeeds. Call times logged.
+struct Fake {
+    fail_code: Option<&'static str>,
+    calls: Mutex<Vec<(Instant, usize)>>,
+}
+
+#[async_trait]
+impl KinesisApi for Fake {
+    async fn list_shards(
+        &self,
+        _: &StreamId,
+        _: Option<&str>,
+        _: Option<i32>,
+    ) -> Result<ShardPage, CallError> {
+        Ok(ShardPage {
+            shards: vec![ShardDesc {
+                id: "shard-0".into(),
+                range: HashKeyRange::FULL,
+                parent: None,
+                adjacent_parent: None,
+                open: true,
+            }],
+            more: false,
+        })
+    }
+
+    async fn put_records(
+        &self,
+        _: &StreamId,
+        records: &[KinesisRecord],
+    ) -> Result<Vec<EntryResult>, CallError> {
+        let n = self.calls.lock().unwrap().len();
+        self.calls
+            .lock()
+            .unwrap()
+            .push((Instant::now(), records.len()));
+        Ok(records
+            .iter()
+            .enumerate()
+            .map(|(i, _)| match self.fail_code {
+                Some(code) => EntryResult::Failed {
+                    code: code.into(),
+                    message: "injected".into(),
+                },
+                None => EntryResult::Ok {
+                    shard_id: "shard-0".into(),
+                    sequence_number: format!("{n}-{i}").into(),
+                },
+            })
+            .collect())
+    }
+}
+
+fn fake(fail_code: Option<&'static str>) -> Arc<Fake> {
+    Arc::new(Fake {
+        fail_code,
+        calls: Mutex::new(Vec::new()),
+    })
+}
+
+fn builder() -> crate::ProducerBuilder {
+    // The client is never used: the fake answers.
+    let conf = aws_sdk_kinesis::Config::builder()
+        .behavior_version(aws_sdk_kinesis::config::BehaviorVersion::latest())
+        .build();
+    Producer::builder(aws_sdk_kinesis::Client::from_conf(conf)).stream("s")
+}
+
+#[tokio::test(start_paused = true)]
+async fn records_linger_for_the_max_buffered_time_then_go_together() {
+    let api = fake(None);
+    let producer = builder().build_with_api(api.clone()).await.unwrap();
+    let t0 = Instant::now();
+    let a = producer.put(Record::new("a", "1")).await.unwrap();
+    let b = producer.put(Record::new("b", "2")).await.unwrap();
+    let (a, b) = (a.await.unwrap(), b.await.unwrap());
+    let calls = api.calls.lock().unwrap().clone();
+    // One request with one aggregate, sent when the linger ran out, not before.
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].1, 1);
+    assert_eq!(calls[0].0 - t0, Duration::from_millis(100));
+    assert_eq!((a.sub_sequence_number(), b.sub_sequence_number()), (0, 1));
+    assert!(a.is_aggregated());
+    assert_eq!(a.attempts()[0].delay(), Duration::from_millis(100));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_request_goes_before_the_linger_runs_out() {
+    let api = fake(None);
+    let producer = builder()
+        .aggregation(false)
+        .collection_max_count(10)
+        .record_max_buffered_time(Duration::from_secs(60))
+        .build_with_api(api.clone())
+        .await
+        .unwrap();
+    let t0 = Instant::now();
+    let mut handles = Vec::new();
+    for i in 0..11 {
+        handles.push(
+            producer
+                .put(Record::new(format!("k{i}"), "x"))
+                .await
+                .unwrap(),
+        );
+    }
+    for h in handles.drain(..10) {
+        h.await.unwrap();
+    }
+    assert_eq!(Instant::now(), t0, "a full request waits for nothing");
+    producer.close().await;
+    assert_eq!(api.calls.lock().unwrap().len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_back_off_and_end_at_the_ttl_with_every_attempt() {
+    let api = fake(Some("InternalFailure"));
+    let producer = builder()
+        .record_ttl(Duration::from_secs(5))
+        .build_with_api(api.clone())
+        .await
+        .unwrap();
+    let t0 = Instant::now();
+    let h = producer
+        .put(Record::new("k", "v").with_explicit_hash_key("7"))
+        .await
+        .unwrap();
+    match h.await {
+        Err(PutFailure::Expired { record, attempts }) => {
+            assert_eq!(record.explicit_hash_key(), Some("7"));
+            assert!(attempts.len() >= 4, "{}", attempts.len());
+            assert!(
+                attempts
+                    .iter()
+                    .all(|a| a.error().unwrap().code() == "InternalFailure")
+            );
+            // Exponential: each wait at least doubles the base (jitter only adds).
+            for w in attempts.windows(3).skip(1) {
+                assert!(
+                    w[2].delay() >= w[1].delay().mul_f32(0.99)
+                        || w[2].delay() >= Duration::from_secs(5)
+                );
+            }
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(Instant::now() - t0 <= Duration::from_secs(5));
+    let _ = HashKey(0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn permanent_errors_fail_at_once() {
+    let api = fake(Some("KMSDisabledException"));
+    let producer = builder().build_with_api(api.clone()).await.unwrap();
+    let h = producer.put(Record::new("k", "v")).await.unwrap();
+    match h.await {
+        Err(PutFailure::Rejected { code, attempts, .. }) => {
+            assert_eq!(code, "KMSDisabledException");
+            assert_eq!(attempts.len(), 1);
+        }
+        other => panic!("{other:?}"),
+    }
+}
