@@ -112,6 +112,8 @@ mod aggregator;
 mod deaggregate;
 mod error;
 mod hash_key;
+#[cfg(feature = "lambda")]
+pub mod lambda;
 mod proto;
 mod record;
 
