@@ -1,0 +1,212 @@
+//! Reading one shard: the [`RecordSource`] seam and its polling implementation.
+//!
+//! ```text
+//!   shard consumer                       polling source (one background task per shard)
+//!   ──────────────                       ──────────────────────────────────────────────
+//!   next_batch().await ◄── bounded ◄──── wait for room (records, bytes) ── pace the calls
+//!        ▲                 channel        GetShardIterator(from the checkpoint)
+//!        │ Batch { records,               GetRecords(limit) ── throttled? back off (backon)
+//!        │         millis_behind_latest,                    ── expired?  new iterator AFTER
+//!        │         shard_end }                                           the last record
+//!        │                                NextShardIterator null ── shard end: ChildShards,
+//!        │                                   or ListShards(parent = this shard) when absent
+//! ```
+//!
+//! The seam is [`RecordSource`] (one `next_batch` at a time, cancel-safe) so that enhanced
+//! fan-out can be added behind it; [`Retrieval`] is the opaque factory the worker hands to
+//! each shard consumer. Below it, [`api::KinesisApi`] is the narrow view of the Kinesis
+//! client, so that the polling loop's timing is tested with a fake on tokio's paused clock.
+//!
+//! # Where a shard is resumed
+//! | checkpoint              | iterator                                                  |
+//! |-------------------------|-----------------------------------------------------------|
+//! | `TRIM_HORIZON`/`LATEST` | the same                                                  |
+//! | `AT_TIMESTAMP`          | `AT_TIMESTAMP` with the configured initial timestamp      |
+//! | `(seq, sub)`            | `AT_SEQUENCE_NUMBER seq`, then the consumer drops the user records ≤ `(seq, sub)` |
+//!
+//! `AT_SEQUENCE_NUMBER`, not `AFTER`, for every real checkpoint: a checkpoint `(seq, sub)`
+//! inside a KPL aggregate (sub-sequence 0 included — it may be the first of many
+//! sub-records) leaves later sub-records of the same Kinesis record to process, and the
+//! checkpoint alone cannot tell whether it was the aggregate's last. Reading the
+//! checkpointed record again and filtering is exact in every case, at the cost of one record
+//! read twice per restart (the KCL does the same).
+//!
+//! # Errors
+//! - Throttling (`ProvisionedThroughputExceeded`, KMS throttling) and transient failures
+//!   (5xx, timeouts, connection errors — after the SDK's own retries) are retried with
+//!   exponential backoff and jitter, without limit: a shard consumer never gives up on a
+//!   throttled shard. Logged at `warn`, counted in `GetRecords.Throttled` / `GetRecords.Errors`.
+//! - `ExpiredIteratorException`: a new iterator `AFTER_SEQUENCE_NUMBER` the last record
+//!   received (or at the starting point if none was), without delay. `ExpiredIterator`.
+//! - `ResourceNotFoundException`: the source lists the stream's shards. If the stream
+//!   exists but the shard is not listed (a closed shard past the retention period), that is
+//!   the shard's end, with its children taken from the listing — never a stuck lease. If
+//!   the stream itself is gone, [`RetrievalError::StreamNotFound`]: the consumer stops
+//!   without recording SHARD_END (a deleted or misnamed stream is not a finished shard).
+//! - Other client errors (invalid argument, access denied, KMS access): [`RetrievalError::Fatal`].
+
+pub(crate) mod api;
+mod polling;
+#[cfg(test)]
+pub(crate) mod tests;
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::position::Position;
+use crate::processor::ChildShard;
+
+pub use polling::PollingConfig;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A Kinesis record as read from the shard (before deaggregation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ReadRecord {
+    pub sequence_number: Arc<str>,
+    pub partition_key: String,
+    pub data: Bytes,
+    pub approximate_arrival_timestamp: Option<SystemTime>,
+}
+
+/// One read from a shard.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Batch {
+    /// The Kinesis records, in order (possibly none).
+    pub records: Vec<ReadRecord>,
+    /// How far behind the tip of the shard this read was.
+    pub millis_behind_latest: Option<i64>,
+    /// Set on the last batch of a closed shard: its children.
+    pub shard_end: Option<Vec<ChildShard>>,
+}
+
+impl Batch {
+    pub(crate) fn data_bytes(&self) -> usize {
+        self.records.iter().map(|r| r.data.len()).sum()
+    }
+}
+
+/// Why a shard cannot be read any further.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RetrievalError {
+    /// The stream does not exist (deleted, or the wrong name, account or region).
+    #[error("stream {stream} not found")]
+    StreamNotFound {
+        /// The stream name.
+        stream: String,
+    },
+    /// A request failed in a way retrying will not fix.
+    #[error("{operation} on shard {shard_id} failed: {source}")]
+    Fatal {
+        /// The Kinesis operation.
+        operation: &'static str,
+        /// The shard.
+        shard_id: String,
+        /// The error.
+        #[source]
+        source: BoxError,
+    },
+    /// The configuration cannot start a read (e.g. `AT_TIMESTAMP` without a timestamp).
+    #[error("cannot read shard {shard_id}: {reason}")]
+    Config {
+        /// The shard.
+        shard_id: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The source stopped (its background task ended unexpectedly).
+    #[error("the record source of shard {shard_id} stopped")]
+    Stopped {
+        /// The shard.
+        shard_id: String,
+    },
+}
+
+/// Where to start reading a shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum StartingPoint {
+    TrimHorizon,
+    Latest,
+    AtTimestamp(SystemTime),
+    AtSequence(String),
+    AfterSequence(String),
+}
+
+impl StartingPoint {
+    /// Where to read from to resume after `checkpoint` (see the module docs). `None` for
+    /// `SHARD_END`: there is nothing left to read.
+    pub(crate) fn resume_after(
+        checkpoint: &Position,
+        initial_timestamp: Option<SystemTime>,
+        shard_id: &str,
+    ) -> Result<Option<StartingPoint>, RetrievalError> {
+        Ok(Some(match checkpoint {
+            Position::TrimHorizon => StartingPoint::TrimHorizon,
+            Position::Latest => StartingPoint::Latest,
+            Position::AtTimestamp => match initial_timestamp {
+                Some(t) => StartingPoint::AtTimestamp(t),
+                None => {
+                    return Err(RetrievalError::Config {
+                        shard_id: shard_id.to_owned(),
+                        reason: "checkpoint AT_TIMESTAMP but no initial timestamp configured"
+                            .into(),
+                    });
+                }
+            },
+            Position::Sequence(s) => StartingPoint::AtSequence(s.sequence().to_owned()),
+            Position::ShardEnd => return Ok(None),
+        }))
+    }
+}
+
+/// The shard being read.
+#[derive(Debug, Clone)]
+pub(crate) struct ShardRef {
+    pub stream_name: String,
+    pub shard_id: String,
+}
+
+/// A stream of batches from one shard.
+#[async_trait]
+pub(crate) trait RecordSource: Send {
+    /// The next batch, in order. After a batch with `shard_end` set, or an error, it is not
+    /// called again. Must be cancel-safe (the consumer selects on it): a batch is either
+    /// returned or stays queued.
+    async fn next_batch(&mut self) -> Result<Batch, RetrievalError>;
+}
+
+/// Starts record sources: one per shard consumer, when it starts processing.
+pub(crate) trait RecordSourceFactory: Send + Sync + 'static {
+    fn start(&self, shard: ShardRef, from: StartingPoint) -> Box<dyn RecordSource>;
+}
+
+/// How shard consumers read their shards: an opaque handle shared by all consumers of a
+/// worker (polling today; enhanced fan-out later, behind the same seam).
+#[doc(hidden)]
+#[derive(Clone)]
+pub struct Retrieval(pub(crate) Arc<dyn RecordSourceFactory>);
+
+impl std::fmt::Debug for Retrieval {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Retrieval")
+    }
+}
+
+impl Retrieval {
+    #[cfg(test)]
+    pub(crate) fn with_api(api: Arc<dyn api::KinesisApi>, config: PollingConfig) -> Retrieval {
+        Retrieval(Arc::new(polling::PollingFactory::new(api, config)))
+    }
+
+    /// Polling with `GetRecords` through `client`.
+    pub fn polling(client: aws_sdk_kinesis::Client, config: PollingConfig) -> Retrieval {
+        Retrieval(Arc::new(polling::PollingFactory::new(
+            Arc::new(api::SdkApi::new(client)),
+            config,
+        )))
+    }
+}
