@@ -14,9 +14,9 @@ use kinesis_consumer::Position;
 use kinesis_consumer::lease::{
     DynamoLeaseStore, Lease, LeaseError, LeaseStore, OperationCounts, conformance,
 };
-use local_aws::LocalAws;
 use local_aws::fault::{Fault, FaultProxy, Rule};
 use local_aws::testing::unique_name;
+use local_aws::{Backend, LocalAws};
 
 /// A stack and a store on a fresh, existing table.
 async fn fresh() -> (LocalAws, DynamoLeaseStore) {
@@ -266,7 +266,7 @@ async fn proxied(attempts: u32) -> (LocalAws, FaultProxy, DynamoLeaseStore, Dyna
 
 #[tokio::test]
 async fn a_lost_answer_is_not_a_lost_lease() {
-    let (_aws, proxy, store, direct) = proxied(3).await;
+    let (aws, proxy, store, direct) = proxied(3).await;
     let reset_next_update = || {
         proxy.inject(
             Rule::on("UpdateItem")
@@ -336,8 +336,12 @@ async fn a_lost_answer_is_not_a_lost_lease() {
         );
         held = next;
     }
-    // dynoxide returns the item with the failed condition: no re-read was needed.
-    assert_eq!(proxy.count("GetItem"), 0);
+    // dynoxide returns the item with the failed condition: no re-read was needed. dynalite
+    // (the external cross-check) ignores ReturnValuesOnConditionCheckFailure, so there the
+    // store re-reads once per failed condition: the path tested on its own below.
+    if aws.backend() == Backend::InProcess {
+        assert_eq!(proxy.count("GetItem"), 0);
+    }
 
     // Delete: applied, answer lost, the retry finds nothing: done.
     proxy.inject(
@@ -435,7 +439,9 @@ async fn throttling_is_retried_by_the_sdk_then_reported() {
 
 #[tokio::test]
 async fn one_request_per_operation() {
-    let (_aws, proxy, store, _direct) = proxied(3).await;
+    let (aws, proxy, store, _direct) = proxied(3).await;
+    // dynalite does not return the item of a failed condition: the lost lease costs a re-read.
+    let re_reads = u64::from(aws.backend() == Backend::External);
     let counts = |c: OperationCounts| (c.scans, c.gets, c.updates, c.deletes);
     let before = store.operation_counts();
 
@@ -462,18 +468,18 @@ async fn one_request_per_operation() {
         counts(after),
         (
             before.scans + 1,
-            before.gets + 1,
+            before.gets + 1 + re_reads,
             before.updates + 5,
             before.deletes + 1
         )
     );
-    assert_eq!(after.reads() + after.writes(), 8);
+    assert_eq!(after.reads() + after.writes(), 8 + re_reads);
     // The store's count is what reached DynamoDB.
     let proxied: u64 = ["Scan", "GetItem", "UpdateItem", "DeleteItem"]
         .iter()
         .map(|op| proxy.count(op))
         .sum();
-    assert_eq!(proxied, 8);
+    assert_eq!(proxied, 8 + re_reads);
 }
 
 #[tokio::test]

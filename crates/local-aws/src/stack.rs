@@ -72,6 +72,7 @@ pub struct LocalAwsBuilder {
     enforce_shard_limits: bool,
     shard_limit: u32,
     iterator_ttl: Duration,
+    iterator_ttl_set: bool,
     stream_transition: Duration,
     ports: Ports,
     honour_env: bool,
@@ -93,6 +94,7 @@ impl Default for LocalAwsBuilder {
             // suite running in parallel against one stack, or a split, hits at once.
             shard_limit: 10_000,
             iterator_ttl: Duration::from_secs(300),
+            iterator_ttl_set: false,
             stream_transition: Duration::from_millis(50),
             ports: Ports::default(),
             honour_env: true,
@@ -124,6 +126,7 @@ impl LocalAwsBuilder {
     /// How long a shard iterator stays valid. Default: 300 s, as in AWS.
     pub fn iterator_ttl(mut self, ttl: Duration) -> Self {
         self.iterator_ttl = ttl;
+        self.iterator_ttl_set = true;
         self
     }
 
@@ -152,11 +155,12 @@ impl LocalAwsBuilder {
 
     /// Start the stack: in process unless `LOCAL_AWS_BACKEND=external` says otherwise.
     ///
-    /// Persistence and shard-limit enforcement are properties of the in-process servers, so a
-    /// builder that asks for either always starts them, whatever the environment says: a test
-    /// that needs real throttling never silently runs without it.
+    /// Persistence, shard-limit enforcement and a chosen iterator TTL are properties of the
+    /// in-process servers, so a builder that asks for any of them always starts them, whatever
+    /// the environment says: a test that needs real throttling never silently runs without it.
     pub async fn start(self) -> Result<LocalAws, Error> {
-        let needs_in_process = self.persist_dir.is_some() || self.enforce_shard_limits;
+        let needs_in_process =
+            self.persist_dir.is_some() || self.enforce_shard_limits || self.iterator_ttl_set;
         if self.honour_env && !needs_in_process {
             match std::env::var("LOCAL_AWS_BACKEND").ok().as_deref() {
                 None | Some("") | Some("in-process") => {}
