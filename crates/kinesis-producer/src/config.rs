@@ -7,6 +7,9 @@ use crate::error::{BuildError, ConfigError};
 /// Prefix of every environment variable read by `ProducerBuilder::from_env`.
 pub const ENV_PREFIX: &str = "KINESIS_PRODUCER_";
 
+/// The largest buffer bound (a Tokio semaphore's permit limit).
+const MAX_BUFFER: usize = tokio::sync::Semaphore::MAX_PERMITS;
+
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
     pub aggregation_enabled: bool,
@@ -23,6 +26,8 @@ pub(crate) struct Config {
     pub max_buffered_bytes: usize,
     pub max_buffered_records: usize,
     pub preserve_order_per_shard: bool,
+    /// Reload the shard map this often even when no result says it is stale (zero: never).
+    pub shard_map_refresh_interval: Duration,
     /// `ListShards` page size (`None`: the service default). Small pages only in tests.
     pub list_shards_page_size: Option<i32>,
 }
@@ -44,6 +49,7 @@ impl Default for Config {
             max_buffered_bytes: 64 * 1024 * 1024,
             max_buffered_records: 100_000,
             preserve_order_per_shard: false,
+            shard_map_refresh_interval: Duration::from_secs(60),
             list_shards_page_size: None,
         }
     }
@@ -67,6 +73,10 @@ impl Config {
         // A record larger than the whole buffer would wait forever.
         if self.max_buffered_bytes < self.max_user_record_size + 256 {
             return bad("max_buffered_bytes must be at least max_user_record_size + 256");
+        }
+        // The buffer bounds are semaphore permits.
+        if self.max_buffered_bytes > MAX_BUFFER || self.max_buffered_records > MAX_BUFFER {
+            return bad("max_buffered_bytes and max_buffered_records must be at most 2^61 - 1");
         }
         if self.max_buffered_records == 0 || self.max_in_flight_requests == 0 {
             return bad("max_buffered_records and max_in_flight_requests must be at least 1");
@@ -143,6 +153,7 @@ impl Config {
                     self.max_in_flight_requests = size(())?
                 }
                 "REQUEST_TIMEOUT_MS" => self.request_timeout = ms(())?,
+                "SHARD_MAP_REFRESH_INTERVAL_MS" => self.shard_map_refresh_interval = ms(())?,
                 "MAX_USER_RECORD_SIZE" => self.max_user_record_size = size(())?,
                 "MAX_BUFFERED_BYTES" => self.max_buffered_bytes = size(())?,
                 "MAX_BUFFERED_RECORDS" => self.max_buffered_records = size(())?,
@@ -176,6 +187,7 @@ mod tests {
         assert_eq!(c.rate_limit, 150);
         assert_eq!(c.request_timeout, Duration::from_secs(6));
         assert_eq!(c.max_user_record_size, 1_048_576);
+        assert_eq!(c.shard_map_refresh_interval, Duration::from_secs(60));
         c.validate().unwrap();
     }
 
@@ -219,6 +231,11 @@ mod tests {
         assert!(matches!(c.validate(), Err(BuildError::InvalidConfig(_))));
         let c = Config {
             collection_max_count: 501,
+            ..Config::default()
+        };
+        assert!(c.validate().is_err());
+        let c = Config {
+            max_buffered_records: usize::MAX,
             ..Config::default()
         };
         assert!(c.validate().is_err());

@@ -140,6 +140,8 @@ struct ShardState {
     ready: VecDeque<Pending>,
     limiter: ShardLimiter,
     in_flight: usize,
+    /// Kinesis records of this shard in the batch being collected.
+    batched: usize,
 }
 
 /// How a record ended.
@@ -207,6 +209,8 @@ pub(crate) struct Engine {
     map_loading: bool,
     map_failures: u32,
     map_next_try: Instant,
+    /// When the map was last loaded (or the engine started): the base of periodic refresh.
+    map_loaded_at: Instant,
     /// Retries that must wait for a fresh map (they landed on the wrong shard).
     awaiting_map: Vec<Item>,
     /// Aggregates that landed on a shard the map does not know: success if its range holds
@@ -214,6 +218,9 @@ pub(crate) struct Engine {
     unverified: Vec<(Arc<str>, Arc<str>, Pending)>,
 
     shards: HashMap<Arc<str>, ShardState>,
+    /// The keys of `shards`, kept in step: the senders' round robin walks it without
+    /// collecting the keys on every pass.
+    shard_ids: Vec<Arc<str>>,
     rotation: usize,
     batch: Vec<Pending>,
     batch_bytes: usize,
@@ -237,13 +244,15 @@ impl Engine {
         cfg: Arc<Config>,
         api: Arc<dyn KinesisApi>,
         stream: StreamId,
-        map: ShardMap,
+        map: Option<ShardMap>,
         rx: mpsc::UnboundedReceiver<Command>,
         bytes_sem: Arc<Semaphore>,
         records_sem: Arc<Semaphore>,
     ) -> Engine {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let now = Instant::now();
+        // No map (the build's ListShards failed transiently): that was the first failure.
+        let missing = map.is_none();
         let metrics = Metrics::new(stream.display_name());
         Engine {
             cfg,
@@ -257,14 +266,20 @@ impl Engine {
             records_sem,
             release_bytes: 0,
             release_records: 0,
-            map,
-            map_stale: false,
+            map: map.unwrap_or_default(),
+            map_stale: missing,
             map_loading: false,
-            map_failures: 0,
-            map_next_try: now,
+            map_failures: u32::from(missing),
+            map_next_try: if missing {
+                now + Duration::from_secs(1)
+            } else {
+                now
+            },
+            map_loaded_at: now,
             awaiting_map: Vec::new(),
             unverified: Vec::new(),
             shards: HashMap::new(),
+            shard_ids: Vec::new(),
             rotation: 0,
             batch: Vec::new(),
             batch_bytes: 0,
@@ -282,6 +297,12 @@ impl Engine {
     }
 
     pub(crate) async fn run(mut self) {
+        // One timer for the loop's life, moved only when the wake time changes: a new
+        // `sleep_until` per iteration would register and cancel a timer-wheel entry (under
+        // the time driver's lock) on every command burst.
+        let timer = tokio::time::sleep_until(Instant::now());
+        tokio::pin!(timer);
+        let mut armed: Option<Instant> = None;
         loop {
             let now = Instant::now();
             self.pump(now);
@@ -291,6 +312,12 @@ impl Engine {
                 break;
             }
             let wake = self.wake;
+            if let Some(w) = wake
+                && armed != Some(w)
+            {
+                timer.as_mut().reset(w);
+                armed = Some(w);
+            }
             tokio::select! {
                 biased;
                 ev = self.events_rx.recv() => {
@@ -315,7 +342,10 @@ impl Engine {
                         self.closing = true;
                     }
                 },
-                _ = sleep_until_opt(wake), if wake.is_some() => {}
+                _ = &mut timer, if wake.is_some() => {
+                    // Fired: the next wake time, even an equal one, re-arms it.
+                    armed = None;
+                }
             }
         }
         // Puts that raced with close: refuse them.
@@ -374,6 +404,9 @@ impl Engine {
 
     fn shard_state(&mut self, shard: &Arc<str>) -> &mut ShardState {
         let cfg = &self.cfg;
+        if !self.shards.contains_key(shard) {
+            self.shard_ids.push(shard.clone());
+        }
         self.shards.entry(shard.clone()).or_insert_with(|| {
             // Without a map, records go alone: an aggregate could span shards.
             let aggregate = cfg.aggregation_enabled && !shard.is_empty();
@@ -397,6 +430,7 @@ impl Engine {
                     Instant::now(),
                 ),
                 in_flight: 0,
+                batched: 0,
             }
         })
     }
@@ -469,6 +503,15 @@ impl Engine {
         self.wake = None;
         let flushing = self.flushing();
 
+        let every = self.cfg.shard_map_refresh_interval;
+        if !every.is_zero() && !self.map_stale && !self.map_loading {
+            // Periodic refresh: a reshard that no result has shown yet.
+            match self.map_loaded_at.checked_add(every) {
+                Some(due) if due <= now => self.map_stale = true,
+                Some(due) => self.wake_at(due),
+                None => {}
+            }
+        }
         if self.map_stale && !self.map_loading {
             if now >= self.map_next_try {
                 self.start_map_load();
@@ -503,19 +546,22 @@ impl Engine {
 
     fn fill_and_send(&mut self, now: Instant, flushing: bool) {
         let order = self.cfg.preserve_order_per_shard;
-        let ids: Vec<Arc<str>> = self.shards.keys().cloned().collect();
-        let n = ids.len().max(1);
         self.rotation = self.rotation.wrapping_add(1);
         loop {
             let mut full = false;
             let mut expired = Vec::new();
             let mut reroute = Vec::new();
-            for k in 0..ids.len() {
-                let id = &ids[(self.rotation + k) % n];
+            let n = self.shard_ids.len();
+            for k in 0..n {
+                let id = &self.shard_ids[(self.rotation + k) % n];
                 let Some(s) = self.shards.get_mut(id) else {
                     continue;
                 };
-                if order && s.in_flight > 0 {
+                // Kinesis does not order the records of one PutRecords call (a later entry
+                // may succeed where an earlier one was throttled): in order mode a shard has
+                // one Kinesis record (an aggregate) at a time in a request, and no request
+                // in flight while another is.
+                if order && (s.in_flight > 0 || s.batched > 0) {
                     continue;
                 }
                 let mut i = 0;
@@ -554,6 +600,10 @@ impl Engine {
                     let p = s.ready.remove(i).expect("index checked");
                     self.batch_bytes += p.billed;
                     self.batch.push(p);
+                    s.batched += 1;
+                    if order {
+                        break;
+                    }
                 }
                 if full {
                     break;
@@ -597,6 +647,7 @@ impl Engine {
         for p in &batch {
             if let Some(s) = self.shards.get_mut(&p.shard) {
                 s.in_flight += 1;
+                s.batched = 0;
             }
         }
         let api = Arc::clone(&self.api);
@@ -898,6 +949,7 @@ impl Engine {
                 self.map = map;
                 self.map_stale = false;
                 self.map_failures = 0;
+                self.map_loaded_at = now;
                 // Records buffered for shards that are no longer open go where the new map says.
                 let gone: Vec<Arc<str>> = self
                     .shards
@@ -918,6 +970,7 @@ impl Engine {
                     }
                     if s.in_flight == 0 {
                         self.shards.remove(&id);
+                        self.shard_ids.retain(|s| *s != id);
                     }
                 }
                 for item in items {
@@ -1108,10 +1161,4 @@ fn record_attempt(
     });
     item.last_end = started + duration;
     item
-}
-
-async fn sleep_until_opt(t: Option<Instant>) {
-    if let Some(t) = t {
-        tokio::time::sleep_until(t).await;
-    }
 }

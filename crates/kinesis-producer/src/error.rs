@@ -16,7 +16,9 @@ pub enum BuildError {
         /// The stream, as given.
         stream: String,
     },
-    /// `ListShards` failed for another reason.
+    /// `ListShards` was refused for a reason retrying cannot fix (access denied, invalid
+    /// argument...). Throttling and transient failures do not fail the build: the producer
+    /// starts without a shard map (records go unaggregated) and keeps loading it.
     #[error("cannot list the shards of stream {stream:?}: {code}: {message}")]
     ListShards {
         /// The stream, as given.

@@ -36,8 +36,9 @@
 //! - **Aggregation per predicted shard**, so that no aggregate spans shards (the KCL drops
 //!   those). While the shard map is unknown, records go alone.
 //! - **Rate limiting with feedback.** Token buckets per shard at `rate_limit` % of the shard
-//!   limits; `ProvisionedThroughputExceeded` halves the shard's rate (at most once per
-//!   100 ms), each unthrottled request adds 5 % back.
+//!   limits, letting out at most 0.2 s of tokens at once; `ProvisionedThroughputExceeded`
+//!   cuts the shard's rate by 10 % (at most once per second, Kinesis' limit window), and
+//!   unthrottled sending adds 5 % of the configured rate back per second.
 //! - **Classified retries.** Throttling and transient errors (5xx, timeouts, connection
 //!   failures, `InternalFailure`) are retried with exponential backoff and jitter, only for
 //!   the failed entries of a request, re-predicted and re-aggregated. Permanent errors
@@ -62,7 +63,9 @@
 //!   sub-record, so with it the delivered in-range records of such a stray aggregate are
 //!   lost, exactly as with the KPL.) When the landing shard is not in the map yet, the
 //!   verdict waits for the refresh. Any result from an unpredicted shard triggers a refresh,
-//!   which also moves buffered records off closed shards.
+//!   which also moves buffered records off closed shards; the map is also reloaded every
+//!   [`shard_map_refresh_interval`](ProducerBuilder::shard_map_refresh_interval) (60 s), so a
+//!   reshard is noticed even when no result shows it.
 //! - **`flush` waits without polling**: it resolves when every record put before it has an
 //!   outcome, sending buffered records at once. [`Producer::close`] flushes and stops.
 //!
@@ -72,7 +75,9 @@
 //! flight to one shard and a failed record is retried after newer ones went through, so
 //! records with the same partition key can be **reordered**, as with the KPL. With
 //! [`preserve_order_per_shard`](ProducerBuilder::preserve_order_per_shard), each shard has
-//! at most one request in flight and failed records are retried ahead of newer ones, so the
+//! at most one Kinesis record (one aggregate) in flight — Kinesis does not order the entries
+//! of one `PutRecords` call, a later entry may succeed where an earlier one was throttled —
+//! and failed records are retried ahead of newer ones, so the
 //! stream keeps the put order per shard (hence per partition key) — except across a
 //! resharding, and except for duplicates: a request that timed out or lost its connection
 //! after Kinesis stored it is retried, so a record can appear twice (at-least-once).

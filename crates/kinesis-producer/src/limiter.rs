@@ -3,8 +3,8 @@
 //! ```text
 //!  Kinesis record ──► records bucket (1000/s × rate%) ──┐
 //!                └──► bytes bucket (1 MiB/s × rate%)  ──┴─► both have tokens? ─► collector
-//!  ProvisionedThroughputExceeded ──► factor × 0.5 (at most once per 100 ms)
-//!  successful request            ──► factor + 0.05 (up to 1.0)
+//!  ProvisionedThroughputExceeded ──► factor × 0.85 (at most once per second)
+//!  successful request            ──► factor + 0.05 per second since the last change (≤ 1)
 //! ```
 //!
 //! The KPL limits at 150 % of the shard's nominal capacity by default and never reacts to
@@ -24,33 +24,54 @@ pub(crate) const SHARD_BYTES_PER_SEC: f64 = 1024.0 * 1024.0;
 
 /// Lowest factor the feedback can reach: never stop a shard entirely.
 const MIN_FACTOR: f64 = 0.05;
-const DECREASE: f64 = 0.5;
-const INCREASE: f64 = 0.05;
-/// One throttled request reports many throttled entries and several requests may be in
-/// flight: one decrease per window, not one per entry.
-const DECREASE_WINDOW: Duration = Duration::from_millis(100);
+/// Multiplicative decrease on throttling. Gentle: the mean rate of an AIMD sawtooth is about
+/// `(1 + DECREASE) / 2` of the shard's capacity, so halving would waste a quarter of it.
+const DECREASE: f64 = 0.9;
+/// Additive increase per second without throttling, in units of the factor (time-based, so
+/// that it does not depend on how many requests carry a shard's records).
+const INCREASE_PER_SEC: f64 = 0.05;
+/// Kinesis enforces its limits per second, and one throttled second reports many throttled
+/// entries over several requests: one decrease per second, not one per entry.
+const DECREASE_WINDOW: Duration = Duration::from_secs(1);
+/// Seconds of tokens a shard's buckets hold. Small, so that records go out evenly: a burst
+/// of a whole second's tokens at once fills the shard's per-second allowance early and gets
+/// the rest of the second throttled.
+const BURST_SECS: f64 = 0.2;
 
-/// A token bucket holding up to one second of tokens.
+/// A token bucket holding up to `burst` seconds of tokens.
 #[derive(Debug, Clone)]
 pub(crate) struct TokenBucket {
     rate: f64,
+    /// Seconds of tokens the bucket holds at most.
+    burst: f64,
     tokens: f64,
     last: Instant,
 }
 
 impl TokenBucket {
-    /// A full bucket refilling at `rate` tokens per second.
+    /// A full bucket of one second of tokens, refilling at `rate` tokens per second.
+    #[cfg(test)]
     pub(crate) fn new(rate: f64, now: Instant) -> Self {
+        Self::with_burst(rate, 1.0, now)
+    }
+
+    /// A full bucket of `burst` seconds of tokens, refilling at `rate` tokens per second.
+    pub(crate) fn with_burst(rate: f64, burst: f64, now: Instant) -> Self {
         TokenBucket {
             rate,
-            tokens: rate,
+            burst,
+            tokens: rate * burst,
             last: now,
         }
     }
 
+    fn capacity(&self) -> f64 {
+        self.rate * self.burst
+    }
+
     fn refill(&mut self, now: Instant) {
         let dt = now.saturating_duration_since(self.last).as_secs_f64();
-        self.tokens = (self.tokens + dt * self.rate).min(self.rate);
+        self.tokens = (self.tokens + dt * self.rate).min(self.capacity());
         self.last = now;
     }
 
@@ -60,7 +81,7 @@ impl TokenBucket {
     /// the bucket is full, leaving it in debt: otherwise such a record could never go.
     pub(crate) fn try_take(&mut self, now: Instant, cost: f64) -> Result<(), Instant> {
         self.refill(now);
-        let need = cost.min(self.rate);
+        let need = cost.min(self.capacity());
         if self.tokens >= need {
             self.tokens -= cost;
             Ok(())
@@ -72,13 +93,13 @@ impl TokenBucket {
 
     /// Gives back tokens taken by `try_take` (when the other bucket refused).
     fn give_back(&mut self, cost: f64) {
-        self.tokens = (self.tokens + cost).min(self.rate);
+        self.tokens = (self.tokens + cost).min(self.capacity());
     }
 
     fn set_rate(&mut self, now: Instant, rate: f64) {
         self.refill(now);
         self.rate = rate;
-        self.tokens = self.tokens.min(rate);
+        self.tokens = self.tokens.min(self.capacity());
     }
 
     #[cfg(test)]
@@ -97,6 +118,8 @@ pub(crate) struct ShardLimiter {
     /// Throttling feedback, in [`MIN_FACTOR`, 1].
     factor: f64,
     last_decrease: Option<Instant>,
+    /// Since when the factor has been growing (the last success or decrease).
+    last_increase: Instant,
 }
 
 impl ShardLimiter {
@@ -104,11 +127,12 @@ impl ShardLimiter {
     pub(crate) fn new(rate_limit_percent: u32, now: Instant) -> Self {
         let base = f64::from(rate_limit_percent.max(1)) / 100.0;
         ShardLimiter {
-            records: TokenBucket::new(SHARD_RECORDS_PER_SEC * base, now),
-            bytes: TokenBucket::new(SHARD_BYTES_PER_SEC * base, now),
+            records: TokenBucket::with_burst(SHARD_RECORDS_PER_SEC * base, BURST_SECS, now),
+            bytes: TokenBucket::with_burst(SHARD_BYTES_PER_SEC * base, BURST_SECS, now),
             base,
             factor: 1.0,
             last_decrease: None,
+            last_increase: now,
         }
     }
 
@@ -132,14 +156,20 @@ impl ShardLimiter {
             return;
         }
         self.last_decrease = Some(now);
+        self.last_increase = now;
         self.factor = (self.factor * DECREASE).max(MIN_FACTOR);
         self.apply(now);
     }
 
     /// A request to this shard went through unthrottled: speed up a little.
     pub(crate) fn on_success(&mut self, now: Instant) {
+        let dt = now
+            .saturating_duration_since(self.last_increase)
+            .as_secs_f64();
+        self.last_increase = self.last_increase.max(now);
         if self.factor < 1.0 {
-            self.factor = (self.factor + INCREASE).min(1.0);
+            // A long quiet spell is not a proof of capacity: at most one second's worth.
+            self.factor = (self.factor + INCREASE_PER_SEC * dt.min(1.0)).min(1.0);
             self.apply(now);
         }
     }
@@ -202,34 +232,51 @@ mod tests {
     fn limiter_needs_both_buckets_and_gives_back() {
         let t0 = Instant::now();
         let mut l = ShardLimiter::new(100, t0);
-        // Bytes run out first: 1 MiB.
-        l.try_take(t0, 1024 * 1024).unwrap();
-        assert!(l.try_take(t0, 10).is_err());
-        // The failed take gave its record token back: 999 remain for tiny records later.
+        // The buckets hold 0.2 s: 200 records, 209715 bytes. Bytes run out first.
+        l.try_take(t0, 200_000).unwrap();
+        assert!(l.try_take(t0, 10_000).is_err());
+        // The failed take gave its record token back: 199 remain for tiny records.
+        for _ in 0..199 {
+            l.try_take(t0, 1).unwrap();
+        }
+        assert!(l.try_take(t0, 1).is_err());
+        // A second later the buckets are full again, not fuller.
         let t1 = t0 + Duration::from_secs(1);
-        for _ in 0..1000 {
+        for _ in 0..200 {
             l.try_take(t1, 1).unwrap();
         }
         assert!(l.try_take(t1, 1).is_err());
     }
 
     #[test]
-    fn aimd_halves_once_per_window_and_recovers() {
+    fn aimd_decreases_once_per_second_and_recovers_with_time() {
         let t0 = Instant::now();
         let mut l = ShardLimiter::new(150, t0);
         assert_eq!(l.records_rate(), 1500.0);
         l.on_throttled(t0);
-        l.on_throttled(t0 + Duration::from_millis(50)); // same window: ignored
-        assert_eq!(l.factor(), 0.5);
-        assert_eq!(l.records_rate(), 750.0);
-        l.on_throttled(t0 + Duration::from_millis(150));
-        assert_eq!(l.factor(), 0.25);
+        l.on_throttled(t0 + Duration::from_millis(500)); // same second: ignored
+        assert_eq!(l.factor(), DECREASE);
+        l.on_throttled(t0 + Duration::from_millis(1000));
+        assert!((l.factor() - DECREASE * DECREASE).abs() < 1e-9);
+        // Successes add INCREASE_PER_SEC per second, however many there are.
+        let f = l.factor();
+        for i in 1..=100 {
+            l.on_success(t0 + Duration::from_millis(1000 + 10 * i));
+        }
+        assert!(
+            (l.factor() - (f + INCREASE_PER_SEC)).abs() < 1e-9,
+            "{}",
+            l.factor()
+        );
+        // An idle hour counts as one second.
+        l.on_success(t0 + Duration::from_secs(3600));
+        assert!((l.factor() - (f + 2.0 * INCREASE_PER_SEC)).abs() < 1e-9);
         for i in 0..100 {
-            l.on_success(t0 + Duration::from_millis(200 + i));
+            l.on_success(t0 + Duration::from_secs(3601 + i));
         }
         assert_eq!(l.factor(), 1.0);
         for i in 0..100 {
-            l.on_throttled(t0 + Duration::from_secs(1 + i));
+            l.on_throttled(t0 + Duration::from_secs(4000 + i));
         }
         assert_eq!(l.factor(), MIN_FACTOR);
     }

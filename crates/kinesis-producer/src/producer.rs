@@ -109,9 +109,17 @@ impl ProducerBuilder {
         max_buffered_records: usize
     }
     setter! {
+        /// How often the shard map is reloaded (`ListShards`) even when no result shows it
+        /// stale, so that a reshard is noticed before records land on a closed shard's child
+        /// (`Duration::ZERO`: only on evidence). Results from an unexpected shard and a
+        /// failed load still trigger a reload at once (with backoff). Default: 60 s.
+        shard_map_refresh_interval: Duration
+    }
+    setter! {
         /// Keep the order of records per shard (and so per partition key): at most one
-        /// request per shard in flight, failed records retried before newer ones.
-        /// Costs throughput. Default: false.
+        /// Kinesis record (one aggregate) per shard in flight, failed records retried before
+        /// newer ones. Costs throughput: one aggregate per round trip per shard, and without
+        /// aggregation one user record per round trip. Default: false.
         preserve_order_per_shard: bool
     }
 
@@ -142,6 +150,7 @@ impl ProducerBuilder {
     /// | `KINESIS_PRODUCER_MAX_USER_RECORD_SIZE` | [`max_user_record_size`](Self::max_user_record_size) |
     /// | `KINESIS_PRODUCER_MAX_BUFFERED_BYTES` | [`max_buffered_bytes`](Self::max_buffered_bytes) |
     /// | `KINESIS_PRODUCER_MAX_BUFFERED_RECORDS` | [`max_buffered_records`](Self::max_buffered_records) |
+    /// | `KINESIS_PRODUCER_SHARD_MAP_REFRESH_INTERVAL_MS` | [`shard_map_refresh_interval`](Self::shard_map_refresh_interval) (0: never) |
     /// | `KINESIS_PRODUCER_PRESERVE_ORDER_PER_SHARD` | [`preserve_order_per_shard`](Self::preserve_order_per_shard) |
     ///
     /// Environment variables are read only when this is called: a library should not change
@@ -168,10 +177,15 @@ impl ProducerBuilder {
     /// Checks the settings, checks that the stream exists and loads its shard map, and
     /// starts the producer's background task on the current Tokio runtime.
     ///
+    /// If `ListShards` is throttled or fails transiently (after the SDK's own retries), the
+    /// producer starts anyway without a shard map, as the KPL does: records go unaggregated
+    /// (Kinesis routes each by its key) until a later load succeeds (retried after 1 s,
+    /// × 1.5 up to 30 s).
+    ///
     /// # Errors
     /// [`BuildError::StreamNotFound`] if the stream does not exist; [`BuildError::ListShards`]
-    /// if the shards cannot be listed; [`BuildError::InvalidConfig`] for contradictory
-    /// settings.
+    /// if listing the shards is refused (access denied...); [`BuildError::InvalidConfig`]
+    /// for contradictory settings.
     pub async fn build(self) -> Result<Producer, BuildError> {
         let api = Arc::new(SdkApi::new(self.client.clone()));
         self.build_with_api(api).await
@@ -184,18 +198,30 @@ impl ProducerBuilder {
         self.config.validate()?;
         let stream_text = self.stream.ok_or(BuildError::NoStream)?;
         let stream = StreamId::parse(&stream_text);
-        let map = shard_map::load(&*api, &stream, self.config.list_shards_page_size)
-            .await
-            .map_err(|e| match e.kind {
-                CallErrorKind::StreamNotFound => BuildError::StreamNotFound {
-                    stream: stream_text.clone(),
-                },
-                _ => BuildError::ListShards {
-                    stream: stream_text.clone(),
-                    code: e.code.to_string(),
-                    message: e.message.to_string(),
-                },
-            })?;
+        let map = match shard_map::load(&*api, &stream, self.config.list_shards_page_size).await {
+            Ok(map) => Some(map),
+            Err(e) => match e.kind {
+                CallErrorKind::StreamNotFound => {
+                    return Err(BuildError::StreamNotFound {
+                        stream: stream_text,
+                    });
+                }
+                CallErrorKind::Permanent => {
+                    return Err(BuildError::ListShards {
+                        stream: stream_text,
+                        code: e.code.to_string(),
+                        message: e.message.to_string(),
+                    });
+                }
+                // As the KPL: start without a map (records go alone, routed by Kinesis) and
+                // let the engine keep loading it with backoff.
+                CallErrorKind::Throttling | CallErrorKind::Transient => {
+                    tracing::warn!(stream = %stream_text, code = %e.code, message = %e.message,
+                        "cannot list shards yet: starting without a shard map");
+                    None
+                }
+            },
+        };
         let config = Arc::new(self.config);
         let bytes = Arc::new(Semaphore::new(config.max_buffered_bytes));
         let records = Arc::new(Semaphore::new(config.max_buffered_records));

@@ -174,3 +174,143 @@ async fn permanent_errors_fail_at_once() {
         other => panic!("{other:?}"),
     }
 }
+
+/// One shard, always succeeds; logs every call's record count and billed bytes.
+struct Sizes {
+    calls: Mutex<Vec<(usize, usize)>>,
+}
+
+#[async_trait]
+impl KinesisApi for Sizes {
+    async fn list_shards(
+        &self,
+        s: &StreamId,
+        a: Option<&str>,
+        m: Option<i32>,
+    ) -> Result<ShardPage, CallError> {
+        fake(None).list_shards(s, a, m).await
+    }
+
+    async fn put_records(
+        &self,
+        _: &StreamId,
+        records: &[KinesisRecord],
+    ) -> Result<Vec<EntryResult>, CallError> {
+        let bytes = records.iter().map(KinesisRecord::billed_size).sum();
+        self.calls.lock().unwrap().push((records.len(), bytes));
+        Ok((0..records.len())
+            .map(|i| EntryResult::Ok {
+                shard_id: "shard-0".into(),
+                sequence_number: i.to_string().into(),
+            })
+            .collect())
+    }
+}
+
+static ZEROS: [u8; 1 << 20] = [0; 1 << 20];
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+
+    /// Whatever the mix of record sizes, every `PutRecords` holds at most 500 records and at
+    /// most 5 MiB of data plus partition keys (as Kinesis counts), and every record goes.
+    #[test]
+    fn requests_never_exceed_the_putrecords_limits(
+        sizes in proptest::collection::vec(
+            (
+                1usize..=256,
+                proptest::prop_oneof![
+                    30 => 0usize..300,
+                    1 => 100_000usize..=(1 << 20),
+                ],
+            ),
+            1..1500,
+        ),
+        aggregation: bool,
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        let calls = rt.block_on(async {
+            let api = Arc::new(Sizes { calls: Mutex::new(Vec::new()) });
+            let producer = builder()
+                .aggregation(aggregation)
+                .build_with_api(api.clone())
+                .await
+                .unwrap();
+            let mut handles = Vec::new();
+            for (i, (key_len, data_len)) in sizes.iter().enumerate() {
+                let key: String = format!("{i}-{}", "k".repeat(*key_len))
+                    .chars()
+                    .take(*key_len)
+                    .collect();
+                let data_len = (*data_len).min((1 << 20) - key.len());
+                let data = bytes::Bytes::from_static(&ZEROS[..data_len]);
+                handles.push(producer.put(Record::new(key, data)).await.unwrap());
+            }
+            for h in handles {
+                h.await.unwrap();
+            }
+            producer.close().await;
+            api.calls.lock().unwrap().clone()
+        });
+        for (count, bytes) in calls {
+            proptest::prop_assert!(count <= 500, "{count} records in one request");
+            proptest::prop_assert!(bytes <= 5 * 1024 * 1024, "{bytes} bytes in one request");
+        }
+    }
+}
+
+/// The fake, counting `ListShards` calls.
+struct Lists {
+    inner: Arc<Fake>,
+    lists: Mutex<usize>,
+}
+
+#[async_trait]
+impl KinesisApi for Lists {
+    async fn list_shards(
+        &self,
+        s: &StreamId,
+        a: Option<&str>,
+        m: Option<i32>,
+    ) -> Result<ShardPage, CallError> {
+        *self.lists.lock().unwrap() += 1;
+        self.inner.list_shards(s, a, m).await
+    }
+
+    async fn put_records(
+        &self,
+        s: &StreamId,
+        records: &[KinesisRecord],
+    ) -> Result<Vec<EntryResult>, CallError> {
+        self.inner.put_records(s, records).await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_shard_map_is_reloaded_periodically_and_only_if_asked() {
+    for (every, expected) in [(Duration::from_secs(10), 1 + 3), (Duration::ZERO, 1)] {
+        let api = Arc::new(Lists {
+            inner: fake(None),
+            lists: Mutex::new(0),
+        });
+        let producer = builder()
+            .shard_map_refresh_interval(every)
+            .build_with_api(api.clone())
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(35)).await;
+        // Still delivering with the reloaded map.
+        producer
+            .put(Record::new("k", "v"))
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        producer.close().await;
+        assert_eq!(*api.lists.lock().unwrap(), expected, "every {every:?}");
+    }
+}

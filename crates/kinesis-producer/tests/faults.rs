@@ -291,3 +291,137 @@ async fn a_split_while_producing_loses_nothing() {
 async fn a_merge_while_producing_loses_nothing() {
     reshard_while_producing(false).await;
 }
+
+#[tokio::test]
+async fn preserve_order_per_shard_keeps_each_keys_order_through_partial_failures() {
+    let s = setup("order", 2).await;
+    // Entries fail here and there, throttled and internal: a later entry of a request may
+    // succeed where an earlier one failed.
+    s.proxy.inject(
+        Rule::on("PutRecords")
+            .times(10)
+            .fault(Fault::partial_failure(PartialFailure::every(2))),
+    );
+    s.proxy.inject(
+        Rule::on("PutRecords")
+            .times(10)
+            .fault(Fault::partial_failure(
+                PartialFailure::indexes([0]).internal_failure(),
+            )),
+    );
+    // Small aggregates: many of them, several per shard buffered at once.
+    let producer = builder(&s)
+        .preserve_order_per_shard(true)
+        .aggregation_max_count(8)
+        .build()
+        .await
+        .unwrap();
+    // 16 keys, each with a numbered sequence of records.
+    let want: Vec<(String, bytes::Bytes)> = (0..1200)
+        .map(|i| {
+            (
+                format!("order-key-{}", i % 16),
+                bytes::Bytes::from(format!("{:06}", i / 16)),
+            )
+        })
+        .collect();
+    let outcomes = put_and_wait(&producer, &want).await;
+    assert!(
+        outcomes.iter().any(|o| o.attempts().len() > 1),
+        "no fault fired"
+    );
+    producer.close().await;
+    assert_exactly_once(&delivered(&s.kinesis, &s.stream).await, &want, 0);
+
+    // In the stream, per shard in sequence order (sub-records in their order), each key's
+    // numbers must increase.
+    let mut last: std::collections::HashMap<String, bytes::Bytes> = Default::default();
+    for (_, r) in local_aws::testing::read_stream(&s.kinesis, &s.stream)
+        .await
+        .unwrap()
+    {
+        let received = kinesis_aggregation::ReceivedRecord::new(
+            r.sequence_number().to_owned(),
+            r.partition_key().unwrap_or_default().to_owned(),
+            bytes::Bytes::copy_from_slice(r.data().as_ref()),
+        );
+        for u in kinesis_aggregation::deaggregate(received) {
+            if let Some(prev) = last.get(&u.partition_key) {
+                assert!(
+                    *prev < u.data,
+                    "key {}: {:?} after {:?}",
+                    u.partition_key,
+                    u.data,
+                    prev
+                );
+            }
+            last.insert(u.partition_key, u.data);
+        }
+    }
+    assert_eq!(last.len(), 16);
+}
+
+#[tokio::test]
+async fn without_a_shard_map_records_go_alone_until_the_map_loads() {
+    let s = setup("nomap", 2).await;
+    // The build's ListShards fails through all of the SDK's three attempts: the producer
+    // starts without a map, and its own reload (1 s later) succeeds.
+    s.proxy.inject(
+        Rule::on("ListShards")
+            .times(3)
+            .fault(Fault::internal_error()),
+    );
+    let producer = builder(&s).build().await.unwrap();
+    let want = records("nm", 600, 30);
+    let (early, late) = want.split_at(300);
+    let outcomes = put_and_wait(&producer, early).await;
+    assert!(
+        outcomes.iter().all(|o| !o.is_aggregated()),
+        "aggregated without a shard map"
+    );
+    // Once the map is there, records are aggregated again.
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if s.proxy.count("ListShards") > 3 {
+            break;
+        }
+    }
+    let outcomes = put_and_wait(&producer, late).await;
+    let aggregated = outcomes.iter().any(|o| o.is_aggregated());
+    assert!(aggregated, "still no aggregation after the map loaded");
+    producer.close().await;
+    assert_exactly_once(&delivered(&s.kinesis, &s.stream).await, &want, 0);
+}
+
+async fn spoiled_answers_are_retried(fault: Fault, prefix: &str) {
+    let s = setup(prefix, 2).await;
+    let rule = s.proxy.inject(Rule::on("PutRecords").times(2).fault(fault));
+    let producer = builder(&s).build().await.unwrap();
+    let want = records(prefix, 400, 40);
+    let outcomes = put_and_wait(&producer, &want).await;
+    assert_eq!(s.proxy.fired(rule), 2);
+    // Kinesis stored every spoiled request: each failed attempt of a record is one more
+    // copy of it in the stream, and nothing else is.
+    let spoiled: usize = outcomes.iter().map(|o| o.attempts().len() - 1).sum();
+    assert!(spoiled > 0);
+    for o in &outcomes {
+        let (last, before) = o.attempts().split_last().unwrap();
+        assert!(last.is_success() && before.iter().all(|a| !a.is_success()));
+    }
+    producer.close().await;
+    let dups = assert_exactly_once(&delivered(&s.kinesis, &s.stream).await, &want, spoiled);
+    assert_eq!(
+        dups, spoiled,
+        "every failed attempt left one duplicate, no other"
+    );
+}
+
+#[tokio::test]
+async fn a_truncated_answer_is_retried_and_its_duplicates_counted() {
+    spoiled_answers_are_retried(Fault::truncate_body(), "trunc").await;
+}
+
+#[tokio::test]
+async fn a_garbled_answer_is_retried_and_its_duplicates_counted() {
+    spoiled_answers_are_retried(Fault::garble_body(), "garble").await;
+}
