@@ -71,8 +71,10 @@ impl Config {
             return bad("collection_max_size must hold one maximal user record");
         }
         // A record larger than the whole buffer would wait forever.
-        if self.max_buffered_bytes < self.max_user_record_size + 256 {
-            return bad("max_buffered_bytes must be at least max_user_record_size + 256");
+        if self.max_buffered_bytes < self.max_user_record_size + crate::producer::RECORD_OVERHEAD {
+            return bad(
+                "max_buffered_bytes must be at least max_user_record_size + RECORD_OVERHEAD",
+            );
         }
         // The buffer bounds are semaphore permits.
         if self.max_buffered_bytes > MAX_BUFFER || self.max_buffered_records > MAX_BUFFER {

@@ -109,5 +109,5 @@ mod tests;
 pub use config::ENV_PREFIX;
 pub use error::{BuildError, ConfigError, PutError, PutFailure};
 pub use kinesis_aggregation::HashKey;
-pub use producer::{Producer, ProducerBuilder, PutHandle};
+pub use producer::{Producer, ProducerBuilder, PutHandle, RECORD_OVERHEAD};
 pub use record::{Attempt, AttemptError, PutOutcome, Record};
