@@ -316,7 +316,12 @@ impl Reader {
                         .increment(1);
                     metrics::histogram!("GetRecords.Time", "shard_id" => shard_id.clone())
                         .record(started.elapsed().as_secs_f64() * 1000.0);
-                    let full = page.records.len() >= self.limit as usize;
+                    // Behind the tip: read again at the floor. A full page says so, and so does
+                    // MillisBehindLatest > 0 on a page that Kinesis cut at 10 MiB before
+                    // `max_records` (aggregated data: ~200 records a page).
+                    let full = page.records.len() >= self.limit as usize
+                        || (!page.records.is_empty()
+                            && page.millis_behind_latest.is_some_and(|ms| ms > 0));
                     next_call = started
                         + if full {
                             MIN_TIME_BETWEEN_READS

@@ -28,6 +28,8 @@ struct FakeState {
     stream_missing: bool,
     errors: VecDeque<(&'static str, ErrorKind)>,
     calls: Vec<(Instant, Call)>,
+    /// Most records a page holds whatever the limit (Kinesis cuts pages at 10 MiB).
+    page_cap: Option<usize>,
 }
 
 /// A one-shard Kinesis: iterators are `"<index>"` into the record list.
@@ -68,6 +70,11 @@ impl FakeApi {
     /// The next call of `op` fails with `kind`.
     pub(crate) fn fail(&self, op: &'static str, kind: ErrorKind) {
         self.state.lock().unwrap().errors.push_back((op, kind));
+    }
+
+    /// Pages hold at most `cap` records, as Kinesis cuts a page at 10 MiB.
+    pub(crate) fn cap_pages(&self, cap: usize) {
+        self.state.lock().unwrap().page_cap = Some(cap);
     }
 
     pub(crate) fn calls(&self) -> Vec<(Instant, Call)> {
@@ -112,13 +119,16 @@ impl KinesisApi for FakeApi {
         if let Some(e) = Self::take_error(&mut s, "GetRecords") {
             return Err(e);
         }
-        let to = (from + limit as usize).min(s.records.len());
+        let take = (limit as usize).min(s.page_cap.unwrap_or(usize::MAX));
+        let to = (from + take).min(s.records.len());
         let records = s.records[from..to].to_vec();
         let end = s.closed && to == s.records.len();
+        // Behind the tip while records remain after this page.
+        let behind = if to < s.records.len() { 1000 } else { 0 };
         Ok(Page {
             records,
             next_iterator: (!end).then(|| to.to_string()),
-            millis_behind_latest: Some(0),
+            millis_behind_latest: Some(behind),
             child_shards: if end {
                 s.child_shards_in_response.clone()
             } else {
@@ -247,6 +257,24 @@ async fn full_reads_are_followed_at_the_floor_then_idle() {
         .map(|(t, from)| (t.as_millis(), from))
         .collect();
     // Two full reads (catching up), a partial one, then the idle time.
+    assert_eq!(calls, [(0, 0), (200, 10), (400, 20), (1900, 25)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn pages_cut_short_while_behind_are_followed_at_the_floor() {
+    // Aggregated data: Kinesis cuts pages at 10 MiB long before max_records; being behind
+    // (MillisBehindLatest > 0) must still mean "read again soon", not "idle".
+    let api = FakeApi::with_records(25);
+    api.cap_pages(10);
+    let mut source = start(&api, StartingPoint::TrimHorizon, config(10_000, 1500));
+    let (records, _) = read_records(&mut source, 25).await;
+    assert_eq!(records.len(), 25);
+    source.next_batch().await.unwrap();
+    let calls: Vec<_> = record_calls(&api)
+        .into_iter()
+        .take(4)
+        .map(|(t, from)| (t.as_millis(), from))
+        .collect();
     assert_eq!(calls, [(0, 0), (200, 10), (400, 20), (1900, 25)]);
 }
 
