@@ -10,9 +10,10 @@ use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use kinesis_consumer::lease::{DynamoLeaseStore, LeaseStore};
 use kinesis_consumer::{
-    Checkpointer, InitialPosition, ProcessInput, ProcessorError, RecordProcessor, ShardEndedInput,
-    Worker, WorkerHandle,
+    CheckpointError, Checkpointer, InitialPosition, ProcessInput, ProcessorError, RecordProcessor,
+    ShardEndedInput, Worker, WorkerHandle,
 };
+use local_aws::fault::{Fault, FaultProxy, Rule};
 use local_aws::{LocalAws, testing};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -24,6 +25,8 @@ type Seen = (String, String, String, String);
 struct Log {
     seen: Mutex<Vec<Seen>>,
     changed: Notify,
+    /// `lease_lost` calls.
+    lost: std::sync::atomic::AtomicUsize,
 }
 
 impl Log {
@@ -70,8 +73,20 @@ impl RecordProcessor for Recorder {
             }
         }
         self.log.changed.notify_waiters();
-        input.checkpointer.checkpoint().await?;
-        Ok(())
+        match input.checkpointer.checkpoint().await {
+            Ok(()) => Ok(()),
+            // The lease is gone: stop.
+            Err(e @ (CheckpointError::LeaseLost | CheckpointError::ShutDown)) => Err(e.into()),
+            // Throttled or an unknown outcome: the records are processed (logged); the next
+            // batch's checkpoint covers them too. Failing the batch would re-deliver it.
+            Err(_) => Ok(()),
+        }
+    }
+
+    async fn lease_lost(&mut self) {
+        self.log
+            .lost
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 
     async fn shard_ended(&mut self, input: ShardEndedInput<'_>) -> Result<(), ProcessorError> {
@@ -119,13 +134,23 @@ impl Fixture {
         name: &str,
         failover: Duration,
     ) -> (WorkerHandle, tokio::task::JoinHandle<()>) {
+        self.worker_via(name, failover, self.aws.dynamodb_client())
+    }
+
+    /// Like [`worker`](Self::worker), with the lease table reached through `dynamodb`.
+    fn worker_via(
+        &self,
+        name: &str,
+        failover: Duration,
+        dynamodb: aws_sdk_dynamodb::Client,
+    ) -> (WorkerHandle, tokio::task::JoinHandle<()>) {
         let log = self.log.clone();
         let id = name.to_owned();
         let worker = Worker::builder(
             &self.app,
             &self.stream,
             self.aws.kinesis_client(),
-            self.aws.dynamodb_client(),
+            dynamodb,
             move || Recorder {
                 worker: id.clone(),
                 log: log.clone(),
@@ -452,6 +477,118 @@ async fn a_split_during_processing_loses_nothing_and_keeps_key_order() {
         last_parent < first_child,
         "a child started before its parent ended"
     );
+    h1.shutdown().await;
+    t1.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merge_during_processing_waits_for_both_parents() {
+    let f = Fixture::new(2).await;
+    let (h1, t1) = f.worker("w1", Duration::from_secs(10));
+    f.until_owners("w1 holds both", Duration::from_secs(15), |o| {
+        o.get("w1") == Some(&2)
+    })
+    .await;
+    f.put(0, 300).await;
+    let kinesis = f.aws.kinesis_client();
+    let shards = kinesis
+        .list_shards()
+        .stream_name(&f.stream)
+        .send()
+        .await
+        .unwrap();
+    let parents: Vec<String> = shards
+        .shards()
+        .iter()
+        .map(|s| s.shard_id().to_owned())
+        .collect();
+    kinesis
+        .merge_shards()
+        .stream_name(&f.stream)
+        .shard_to_merge(&parents[0])
+        .adjacent_shard_to_merge(&parents[1])
+        .send()
+        .await
+        .unwrap();
+    testing::wait_for_active(&kinesis, &f.stream).await.unwrap();
+    f.put(300, 300).await;
+    f.log
+        .until("all 600", Duration::from_secs(60), |s| {
+            s.iter().map(|x| &x.3).collect::<BTreeSet<_>>().len() >= 600
+        })
+        .await;
+    let seen = f.log.seen();
+    assert_complete_and_ordered(&seen, 600);
+    // The child starts only after BOTH parents (the adjacent one included) ended.
+    let first_child = seen
+        .iter()
+        .position(|s| !parents.contains(&s.1))
+        .expect("the merged shard was read");
+    for parent in &parents {
+        let last = seen.iter().rposition(|s| &s.1 == parent).unwrap();
+        assert!(
+            last < first_child,
+            "child read before parent {parent} ended"
+        );
+    }
+    h1.shutdown().await;
+    t1.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_table_throttling_and_lost_answers_do_not_lose_leases() {
+    let failover = Duration::from_secs(3);
+    let f = Fixture::new(2).await;
+    let proxy = FaultProxy::start(f.aws.dynamodb_endpoint()).await.unwrap();
+    let (h1, t1) = f.worker_via("w1", failover, local_aws::dynamodb_client(proxy.endpoint()));
+    f.until_owners("w1 holds both", Duration::from_secs(15), |o| {
+        o.get("w1") == Some(&2)
+    })
+    .await;
+    let counter_before: u64 = f
+        .store()
+        .list_leases()
+        .await
+        .unwrap()
+        .iter()
+        .map(|l| l.owner_switches_since_checkpoint)
+        .sum();
+    // A throttling storm on every write (renewals, checkpoints), then answers lost after
+    // the writes were applied: the SDK's retries and the store's lost-answer check absorb
+    // them; nothing may be mistaken for a lost lease.
+    proxy.inject(Rule::on("UpdateItem").times(4).fault(Fault::throttle()));
+    proxy.inject(
+        Rule::on("UpdateItem")
+            .times(4)
+            .fault(Fault::reset_after_forwarding()),
+    );
+    f.put(0, 400).await;
+    f.log
+        .until("400 records", Duration::from_secs(30), |s| s.len() >= 400)
+        .await;
+    // Two failover times later, w1 still holds both, and nothing was delivered twice.
+    tokio::time::sleep(failover * 2).await;
+    assert_eq!(f.owners().await, BTreeMap::from([("w1".to_owned(), 2)]));
+    assert!(
+        proxy.stats().total_faults() >= 8,
+        "the faults were injected"
+    );
+    let seen = f.log.seen();
+    assert_eq!(
+        seen.len(),
+        400,
+        "no lease moved, so nothing was re-delivered"
+    );
+    assert_complete_and_ordered(&seen, 400);
+    let counter_after: u64 = f
+        .store()
+        .list_leases()
+        .await
+        .unwrap()
+        .iter()
+        .map(|l| l.owner_switches_since_checkpoint)
+        .sum();
+    assert_eq!(counter_before, counter_after, "no owner switch");
     h1.shutdown().await;
     t1.await.unwrap();
 }
