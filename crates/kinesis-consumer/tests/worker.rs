@@ -436,31 +436,33 @@ async fn a_restarted_worker_resumes_at_its_checkpoints() {
     t2.await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_split_during_processing_loses_nothing_and_keeps_key_order() {
-    let f = Fixture::new(1).await;
+/// Runs one worker on a stream of `shards` shards, reshards it with `reshard` (given the
+/// client, the stream and the open shards) between two rounds of 300 records, and checks that
+/// nothing is lost, per-key order holds, and no child record comes before the end of any of
+/// `reshard`'s parents (it returns them).
+async fn reshard_while_processing(
+    shards: i32,
+    reshard: impl AsyncFnOnce(&aws_sdk_kinesis::Client, &str, Vec<String>) -> Vec<String>,
+) {
+    let f = Fixture::new(shards).await;
     let (h1, t1) = f.worker("w1", Duration::from_secs(10));
-    f.until_owners("w1 holds the shard", Duration::from_secs(15), |o| {
-        o.get("w1") == Some(&1)
+    f.until_owners("w1 holds every shard", Duration::from_secs(15), |o| {
+        o.get("w1") == Some(&(shards as usize))
     })
     .await;
     f.put(0, 300).await;
     let kinesis = f.aws.kinesis_client();
-    let shards = kinesis
+    let open: Vec<String> = kinesis
         .list_shards()
         .stream_name(&f.stream)
         .send()
         .await
-        .unwrap();
-    let parent = shards.shards()[0].shard_id().to_owned();
-    kinesis
-        .split_shard()
-        .stream_name(&f.stream)
-        .shard_to_split(&parent)
-        .new_starting_hash_key((u128::MAX / 2).to_string())
-        .send()
-        .await
-        .unwrap();
+        .unwrap()
+        .shards()
+        .iter()
+        .map(|s| s.shard_id().to_owned())
+        .collect();
+    let parents = reshard(&kinesis, &f.stream, open).await;
     testing::wait_for_active(&kinesis, &f.stream).await.unwrap();
     f.put(300, 300).await;
     f.log
@@ -470,69 +472,51 @@ async fn a_split_during_processing_loses_nothing_and_keeps_key_order() {
         .await;
     let seen = f.log.seen();
     assert_complete_and_ordered(&seen, 600);
-    // Parent before child: every record of the parent precedes every record of a child.
-    let last_parent = seen.iter().rposition(|s| s.1 == parent).unwrap();
-    let first_child = seen.iter().position(|s| s.1 != parent).unwrap();
-    assert!(
-        last_parent < first_child,
-        "a child started before its parent ended"
-    );
+    let first_child = seen
+        .iter()
+        .position(|s| !parents.contains(&s.1))
+        .expect("a child shard was read");
+    for parent in &parents {
+        let last = seen.iter().rposition(|s| &s.1 == parent).unwrap();
+        assert!(
+            last < first_child,
+            "a child was read before parent {parent} ended"
+        );
+    }
     h1.shutdown().await;
     t1.await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_merge_during_processing_waits_for_both_parents() {
-    let f = Fixture::new(2).await;
-    let (h1, t1) = f.worker("w1", Duration::from_secs(10));
-    f.until_owners("w1 holds both", Duration::from_secs(15), |o| {
-        o.get("w1") == Some(&2)
+async fn a_split_during_processing_loses_nothing_and_keeps_key_order() {
+    reshard_while_processing(1, async |kinesis, stream, open| {
+        kinesis
+            .split_shard()
+            .stream_name(stream)
+            .shard_to_split(&open[0])
+            .new_starting_hash_key((u128::MAX / 2).to_string())
+            .send()
+            .await
+            .unwrap();
+        open
     })
     .await;
-    f.put(0, 300).await;
-    let kinesis = f.aws.kinesis_client();
-    let shards = kinesis
-        .list_shards()
-        .stream_name(&f.stream)
-        .send()
-        .await
-        .unwrap();
-    let parents: Vec<String> = shards
-        .shards()
-        .iter()
-        .map(|s| s.shard_id().to_owned())
-        .collect();
-    kinesis
-        .merge_shards()
-        .stream_name(&f.stream)
-        .shard_to_merge(&parents[0])
-        .adjacent_shard_to_merge(&parents[1])
-        .send()
-        .await
-        .unwrap();
-    testing::wait_for_active(&kinesis, &f.stream).await.unwrap();
-    f.put(300, 300).await;
-    f.log
-        .until("all 600", Duration::from_secs(60), |s| {
-            s.iter().map(|x| &x.3).collect::<BTreeSet<_>>().len() >= 600
-        })
-        .await;
-    let seen = f.log.seen();
-    assert_complete_and_ordered(&seen, 600);
-    // The child starts only after BOTH parents (the adjacent one included) ended.
-    let first_child = seen
-        .iter()
-        .position(|s| !parents.contains(&s.1))
-        .expect("the merged shard was read");
-    for parent in &parents {
-        let last = seen.iter().rposition(|s| &s.1 == parent).unwrap();
-        assert!(
-            last < first_child,
-            "child read before parent {parent} ended"
-        );
-    }
-    h1.shutdown().await;
-    t1.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merge_during_processing_waits_for_both_parents() {
+    reshard_while_processing(2, async |kinesis, stream, open| {
+        kinesis
+            .merge_shards()
+            .stream_name(stream)
+            .shard_to_merge(&open[0])
+            .adjacent_shard_to_merge(&open[1])
+            .send()
+            .await
+            .unwrap();
+        open
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
