@@ -6,7 +6,9 @@
 //!                                        │ SdkConfig
 //!  --endpoint-url / LOCAL_AWS_* ──────►  ├─► Kinesis client   (AWS_ENDPOINT_URL_KINESIS is
 //!                                        │                     read by the SDK itself)
-//!                                        └─► DynamoDB client  (for `kin leases`, later)
+//!  LOCAL_AWS_DYNAMODB_ENDPOINT (--local) ─►└─► DynamoDB client  (`kin leases`, `kin lag`;
+//!                                                             AWS_ENDPOINT_URL_DYNAMODB is
+//!                                                             read by the SDK itself)
 //! ```
 //!
 //! Every SDK error goes through [`Aws::error`], which knows the endpoint and region in use
@@ -30,8 +32,11 @@ pub struct Aws {
     pub region: String,
     /// The Kinesis endpoint in use, for messages.
     pub kinesis_endpoint: String,
-    // `kin leases` / `kin lag APP` add a DynamoDB client here: built from the same
-    // SdkConfig, with LOCAL_AWS_DYNAMODB_ENDPOINT under --local.
+    /// The lease tables (`kin leases`, `kin lag`): the same configuration; `--endpoint-url`
+    /// is for Kinesis only, `--local` uses LOCAL_AWS_DYNAMODB_ENDPOINT.
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    /// The DynamoDB endpoint in use, for messages.
+    pub dynamodb_endpoint: String,
 }
 
 const LOCAL_HINT: &str =
@@ -51,8 +56,10 @@ impl Aws {
             loader = loader.profile_name(profile);
         }
         let mut endpoint = global.endpoint_url.clone();
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let mut dynamodb_endpoint = None;
         if global.local {
-            let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+            dynamodb_endpoint = var("LOCAL_AWS_DYNAMODB_ENDPOINT");
             let Some(local_endpoint) = var("LOCAL_AWS_KINESIS_ENDPOINT") else {
                 return Err(CliError::usage(
                     "--local needs LOCAL_AWS_KINESIS_ENDPOINT, which `kin local` prints",
@@ -94,10 +101,21 @@ impl Aws {
             .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
             .filter(|e| !e.is_empty())
             .unwrap_or_else(|| format!("https://kinesis.{region}.amazonaws.com"));
+
+        let mut dynamodb = aws_sdk_dynamodb::config::Builder::from(&sdk);
+        if let Some(url) = &dynamodb_endpoint {
+            dynamodb = dynamodb.endpoint_url(url);
+        }
+        let dynamodb_endpoint = dynamodb_endpoint
+            .or_else(|| var("AWS_ENDPOINT_URL_DYNAMODB"))
+            .or_else(|| var("AWS_ENDPOINT_URL"))
+            .unwrap_or_else(|| format!("https://dynamodb.{region}.amazonaws.com"));
         Ok(Aws {
             kinesis: aws_sdk_kinesis::Client::from_conf(kinesis.build()),
             region,
             kinesis_endpoint,
+            dynamodb: aws_sdk_dynamodb::Client::from_conf(dynamodb.build()),
+            dynamodb_endpoint,
         })
     }
 

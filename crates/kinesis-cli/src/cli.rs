@@ -19,7 +19,7 @@ Exit codes:
   0  success
   1  the command failed (AWS error, network, timeout, records that could not be put)
   2  usage: bad arguments or option values, or --local without LOCAL_AWS_* variables
-  3  not found: the stream or shard does not exist
+  3  not found: the stream, shard or lease table does not exist
   4  access: no credentials or region, credentials refused, or permission denied";
 
 /// kin: the command line for Amazon Kinesis Data Streams.
@@ -87,8 +87,11 @@ pub enum Command {
     Tail(TailArgs),
     /// Run the local AWS stack (Kinesis, DynamoDB, S3) in the foreground
     Local(LocalArgs),
-    // Next, once kinesis-consumer and the S3 sink land (issue 7): `Leases(LeasesArgs)` and
-    // `Lag(LagArgs)` (they need `aws::Aws::dynamodb`), and `Demo(DemoArgs)`.
+    /// Show the lease table of a consumer application (KCL-compatible)
+    Leases(LeasesArgs),
+    /// Show how far behind a consumer application is, per shard
+    Lag(LagArgs),
+    // Next, once the S3 sink lands (issue 7): `Demo(DemoArgs)`.
 }
 
 #[derive(Debug, Subcommand)]
@@ -287,4 +290,54 @@ pub struct LocalArgs {
     /// Shard iterator lifetime
     #[arg(long, value_name = "DURATION", default_value = "300s", value_parser = util::parse_duration)]
     pub iterator_ttl: Duration,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+One row per lease, sorted by lease key: SHARD OWNER CHECKPOINT SUB COUNTER PARENTS CHILDREN
+SWITCHES. OWNER is - when nobody holds the lease; CHECKPOINT is a sequence number or
+TRIM_HORIZON, LATEST, AT_TIMESTAMP, SHARD_END; SWITCHES counts owner changes since the last
+checkpoint (a growing value means the shard bounces between workers without progress).
+The lease table is a DynamoDB table named after the application: --local uses
+LOCAL_AWS_DYNAMODB_ENDPOINT, otherwise AWS_ENDPOINT_URL_DYNAMODB applies (--endpoint-url is
+for Kinesis only). `kin lag APP --stream STREAM` shows how far behind each shard is.")]
+pub struct LeasesArgs {
+    /// Application name (the KCL's application name: the lease table is named after it)
+    pub app: String,
+    /// Lease table name [default: APP]
+    #[arg(long, value_name = "NAME")]
+    pub table: Option<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+For every lease checkpointed at a sequence number (or at TRIM_HORIZON), reads the first
+record after the checkpoint (GetShardIterator AFTER_SEQUENCE_NUMBER, one GetRecords of
+limit 1) and prints SHARD OWNER CHECKPOINT BEHIND_MS NEXT_AGE: MillisBehindLatest as Kinesis
+reports it, and the age of the oldest record the application has not checkpointed yet
+(- when it has caught up, or for LATEST / AT_TIMESTAMP checkpoints; done for SHARD_END).
+Each shard costs 2 Kinesis calls per refresh; ferrokinesis (`kin local`) always reports
+BEHIND_MS 0, NEXT_AGE still works.
+
+--watch refreshes every --interval until Ctrl-C: redrawn in place on a terminal, else one
+block (one JSON document per line with --output json) per refresh, each with its time.
+
+Examples:
+  kin lag orders-app --stream orders
+  kin lag orders-app --stream orders --watch --interval 10s")]
+pub struct LagArgs {
+    /// Application name (the lease table is named after it)
+    pub app: String,
+    /// The stream the application consumes [default: from multi-stream lease keys]
+    #[arg(long, value_name = "STREAM")]
+    pub stream: Option<String>,
+    /// Lease table name [default: APP]
+    #[arg(long, value_name = "NAME")]
+    pub table: Option<String>,
+    /// Refresh until Ctrl-C
+    #[arg(long)]
+    pub watch: bool,
+    /// Time between refreshes with --watch
+    #[arg(long, value_name = "DURATION", default_value = "5s", requires = "watch", value_parser = util::parse_duration)]
+    pub interval: Duration,
 }

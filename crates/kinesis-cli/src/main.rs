@@ -1,7 +1,7 @@
 //! `kin`: the command line for people who operate Kinesis streams.
 //!
 //! ```text
-//!  argv ─► cli (clap) ─► Output (format, progress) ─► commands::{stream,put,tail,local}
+//!  argv ─► cli (clap) ─► Output (format, progress) ─► commands::{stream,put,tail,leases,lag,local}
 //!                      ─► aws::Aws (config, clients) ─┘        │
 //!                                                   CliError ─► message + hint, exit code
 //! ```
@@ -65,6 +65,14 @@ async fn run(cli: Cli) -> error::Result<()> {
         Command::Tail(args) => {
             let aws = aws::Aws::connect(&cli.global).await?;
             commands::tail::run(&aws, &out, args).await
+        }
+        Command::Leases(args) => {
+            let aws = aws::Aws::connect(&cli.global).await?;
+            commands::leases::run(&aws, &out, args).await
+        }
+        Command::Lag(args) => {
+            let aws = aws::Aws::connect(&cli.global).await?;
+            commands::lag::run(&aws, &out, args).await
         }
     }
 }
