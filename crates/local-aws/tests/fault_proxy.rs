@@ -77,63 +77,20 @@ async fn kinesis_setup() -> (LocalAws, FaultProxy, aws_sdk_kinesis::Client, Stri
     let proxy = FaultProxy::start(aws.kinesis_endpoint()).await.unwrap();
     let direct = aws.kinesis_client();
     let stream = unique("fp");
-    direct
-        .create_stream()
-        .stream_name(&stream)
-        .shard_count(1)
-        .send()
+    local_aws::testing::create_stream(&direct, &stream, 1)
         .await
         .unwrap();
-    wait_active(&direct, &stream).await;
     (aws, proxy, direct, stream)
 }
 
-async fn wait_active(kinesis: &aws_sdk_kinesis::Client, stream: &str) {
-    local_aws::testing::wait_for_active(kinesis, stream)
-        .await
-        .unwrap();
-}
-
-/// Every record's data in the (one-shard) stream, read directly from the upstream.
+/// Every record's data in the stream, read directly from the upstream.
 async fn read_all(kinesis: &aws_sdk_kinesis::Client, stream: &str) -> Vec<String> {
-    let shards = kinesis
-        .list_shards()
-        .stream_name(stream)
-        .send()
+    local_aws::testing::read_stream(kinesis, stream)
         .await
-        .unwrap();
-    let mut out = Vec::new();
-    for shard in shards.shards() {
-        let mut iterator = kinesis
-            .get_shard_iterator()
-            .stream_name(stream)
-            .shard_id(shard.shard_id())
-            .shard_iterator_type(ShardIteratorType::TrimHorizon)
-            .send()
-            .await
-            .unwrap()
-            .shard_iterator
-            .unwrap();
-        loop {
-            let page = kinesis
-                .get_records()
-                .shard_iterator(&iterator)
-                .send()
-                .await
-                .unwrap();
-            if page.records().is_empty() {
-                break;
-            }
-            for r in page.records() {
-                out.push(String::from_utf8(r.data().as_ref().to_vec()).unwrap());
-            }
-            match page.next_shard_iterator {
-                Some(next) => iterator = next,
-                None => break,
-            }
-        }
-    }
-    out
+        .unwrap()
+        .into_iter()
+        .map(|(_, r)| String::from_utf8(r.data().as_ref().to_vec()).unwrap())
+        .collect()
 }
 
 fn entry(data: &str) -> PutRecordsRequestEntry {
