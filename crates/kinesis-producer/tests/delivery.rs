@@ -10,6 +10,22 @@ use kinesis_producer::{BuildError, Producer, PutError, PutFailure, Record};
 use local_aws::LocalAws;
 use local_aws::fault::{Fault, FaultProxy, Rule};
 
+/// A local stack, a stream of `shards` shards and a producer on it with the defaults.
+async fn started(
+    prefix: &str,
+    shards: i32,
+) -> (LocalAws, aws_sdk_kinesis::Client, String, Producer) {
+    let aws = LocalAws::start().await.unwrap();
+    let kinesis = aws.kinesis_client();
+    let stream = stream(&kinesis, prefix, shards).await;
+    let producer = Producer::builder(kinesis.clone())
+        .stream(&stream)
+        .build()
+        .await
+        .unwrap();
+    (aws, kinesis, stream, producer)
+}
+
 async fn put_all(
     producer: &Producer,
     records: &[(String, bytes::Bytes)],
@@ -28,14 +44,7 @@ async fn put_all(
 
 #[tokio::test]
 async fn every_record_is_delivered_exactly_once_aggregated_per_shard() {
-    let aws = LocalAws::start().await.unwrap();
-    let kinesis = aws.kinesis_client();
-    let stream = stream(&kinesis, "deliver", 4).await;
-    let producer = Producer::builder(kinesis.clone())
-        .stream(&stream)
-        .build()
-        .await
-        .unwrap();
+    let (_aws, kinesis, stream, producer) = started("deliver", 4).await;
 
     let want = records("r", 5000, 100);
     let handles = put_all(&producer, &want).await;
@@ -63,14 +72,7 @@ async fn every_record_is_delivered_exactly_once_aggregated_per_shard() {
 
 #[tokio::test]
 async fn outcomes_carry_sequence_and_sub_sequence_numbers() {
-    let aws = LocalAws::start().await.unwrap();
-    let kinesis = aws.kinesis_client();
-    let stream = stream(&kinesis, "subseq", 1).await;
-    let producer = Producer::builder(kinesis.clone())
-        .stream(&stream)
-        .build()
-        .await
-        .unwrap();
+    let (_aws, _kinesis, _stream, producer) = started("subseq", 1).await;
     let handles = put_all(&producer, &records("s", 10, 10)).await;
     producer.flush().await;
     let mut seen = Vec::new();
@@ -265,14 +267,7 @@ async fn flush_sends_at_once_and_waits_for_outcomes() {
 
 #[tokio::test]
 async fn dropping_the_producer_still_delivers_what_was_put() {
-    let aws = LocalAws::start().await.unwrap();
-    let kinesis = aws.kinesis_client();
-    let stream = stream(&kinesis, "drop", 1).await;
-    let producer = Producer::builder(kinesis.clone())
-        .stream(&stream)
-        .build()
-        .await
-        .unwrap();
+    let (_aws, kinesis, stream, producer) = started("drop", 1).await;
     let want = records("d", 100, 10);
     let handles = put_all(&producer, &want).await;
     drop(producer);
@@ -340,14 +335,7 @@ async fn backpressure_bounds_the_buffer_while_the_sender_is_stalled() {
 
 #[tokio::test]
 async fn a_deleted_stream_fails_records_with_a_typed_error() {
-    let aws = LocalAws::start().await.unwrap();
-    let kinesis = aws.kinesis_client();
-    let stream = stream(&kinesis, "deleted", 2).await;
-    let producer = Producer::builder(kinesis.clone())
-        .stream(&stream)
-        .build()
-        .await
-        .unwrap();
+    let (_aws, kinesis, stream, producer) = started("deleted", 2).await;
     for h in put_all(&producer, &records("before", 50, 10)).await {
         h.await.unwrap();
     }
