@@ -1,0 +1,1 @@
+//! Metric exporters for kinesis-rs applications (work in progress).
