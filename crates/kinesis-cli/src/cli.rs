@@ -91,7 +91,9 @@ pub enum Command {
     Leases(LeasesArgs),
     /// Show how far behind a consumer application is, per shard
     Lag(LagArgs),
-    // Next, once the S3 sink lands (issue 7): `Demo(DemoArgs)`.
+    /// Run the whole pipeline on an embedded local stack and check it: producer, stream,
+    /// two workers with the S3 sink, a split half way, exactly-once verdict
+    Demo(DemoArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -290,6 +292,42 @@ pub struct LocalArgs {
     /// Shard iterator lifetime
     #[arg(long, value_name = "DURATION", default_value = "300s", value_parser = util::parse_duration)]
     pub iterator_ttl: Duration,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Starts Kinesis, DynamoDB and S3 in this process on loopback ports (no AWS account), creates
+a stream and a bucket, produces records with unique ids through kinesis-producer at a steady
+rate, consumes them with kinesis-consumer workers whose S3 sink writes objects and checkpoints
+after each write, splits a shard half way, drains, and then reads every object back: each
+acknowledged record must be in S3 exactly once. Exit code 1 if not.
+
+Examples:
+  kin demo
+  kin demo --records 100000 --rate 10000 --workers 3
+  kin demo --keep        # leave the stack running afterwards; prints its export lines")]
+pub struct DemoArgs {
+    /// Records to produce
+    #[arg(long, value_name = "N", default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub records: u64,
+    /// Records per second
+    #[arg(long, value_name = "N", default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub rate: u64,
+    /// Consumer workers sharing the lease table
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=16))]
+    pub workers: u64,
+    /// Shards of the stream
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(i32).range(1..=64))]
+    pub shards: i32,
+    /// Do not split a shard half way
+    #[arg(long)]
+    pub no_split: bool,
+    /// How long to wait for the workers to catch up after the producer closed
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = util::parse_duration)]
+    pub drain_timeout: Duration,
+    /// Keep the stack running afterwards (prints its export lines; Ctrl-C stops it)
+    #[arg(long)]
+    pub keep: bool,
 }
 
 #[derive(Debug, Args)]

@@ -1,7 +1,7 @@
 //! `kin`: the command line for people who operate Kinesis streams.
 //!
 //! ```text
-//!  argv ─► cli (clap) ─► Output (format, progress) ─► commands::{stream,put,tail,leases,lag,local}
+//!  argv ─► cli (clap) ─► Output (format, progress) ─► commands::{stream,put,tail,leases,lag,local,demo}
 //!                      ─► aws::Aws (config, clients) ─┘        │
 //!                                                   CliError ─► message + hint, exit code
 //! ```
@@ -54,6 +54,7 @@ async fn run(cli: Cli) -> error::Result<()> {
     let out = output::Output::new(&cli.global);
     match cli.command {
         Command::Local(args) => commands::local::run(args).await,
+        Command::Demo(args) => commands::demo::run(&out, args).await,
         Command::Stream(command) => {
             let aws = aws::Aws::connect(&cli.global).await?;
             commands::stream::run(&aws, &out, command).await
@@ -79,7 +80,7 @@ async fn run(cli: Cli) -> error::Result<()> {
 
 fn init_logging(verbose: u8) {
     let default = match verbose {
-        0 => "error,kinesis_cli=warn,kinesis_producer=warn",
+        0 => "error,kinesis_cli=warn,kinesis_producer=warn,s3_sink=warn",
         1 => "warn,kinesis_cli=info,kinesis_producer=info",
         2 => "info,kinesis_cli=debug,kinesis_producer=debug",
         _ => "debug",

@@ -165,6 +165,7 @@ fn help_lists_the_commands_and_exit_codes() {
         "put",
         "tail",
         "local",
+        "demo",
         "--endpoint-url",
         "Exit codes",
     ] {
@@ -174,7 +175,6 @@ fn help_lists_the_commands_and_exit_codes() {
             r.stdout
         );
     }
-    assert!(!r.stdout.contains("demo"), "no demo until it exists");
 }
 
 #[test]
@@ -716,4 +716,53 @@ fn create_encrypted_then_scale_with_count() {
     assert_eq!(d["encryption"], "KMS");
     assert_eq!(d["key_id"], "alias/aws/kinesis");
     assert_eq!(d["open_shards"], 2);
+}
+
+/// The README's main command, shortened: the whole pipeline on the embedded stack (its own,
+/// not the tests' shared one), with a split half way, ends in an exactly-once verdict.
+#[test]
+fn demo_runs_the_pipeline_and_proves_exactly_once() {
+    let r = ok({
+        let mut c = kin();
+        c.args([
+            "demo",
+            "--records",
+            "3000",
+            "--rate",
+            "3000",
+            "--output",
+            "json",
+        ]);
+        c
+    });
+    let summary = json(&r);
+    assert_eq!(summary["records_put"], 3000, "{summary}");
+    assert_eq!(summary["acknowledged"], 3000, "{summary}");
+    assert_eq!(summary["failed"], 0, "{summary}");
+    assert_eq!(summary["records_in_s3"], 3000, "{summary}");
+    assert_eq!(summary["missing"], 0, "{summary}");
+    assert_eq!(summary["duplicated"], 0, "{summary}");
+    assert_eq!(summary["exactly_once"], true, "{summary}");
+    assert_eq!(summary["open_shards"], 5, "the split happened: {summary}");
+    assert!(
+        r.stderr.contains("draining"),
+        "progress lines: {}",
+        r.stderr
+    );
+}
+
+#[test]
+fn demo_rejects_bad_arguments() {
+    for args in [
+        &["demo", "--records", "0"][..],
+        &["demo", "--workers", "0"],
+        &["demo", "--rate", "fast"],
+    ] {
+        let r = run({
+            let mut c = kin();
+            c.args(args);
+            c
+        });
+        assert_eq!(r.code, 2, "{args:?}: {}", r.stderr);
+    }
 }
