@@ -11,8 +11,10 @@
 //! - `throughput`: deaggregate-and-dispatch records per CPU-second of this process, no-op
 //!   processor checkpointing every batch, on a stream pre-filled with KPL aggregates and then
 //!   with plain records;
-//! - `latency`: put → `process_records` latency, p50/p99, with `idle_time_between_reads`
-//!   1.5 s (default) and 200 ms;
+//! - `latency`: put → `process_records` latency, p50/p99, for polling with
+//!   `idle_time_between_reads` 1.5 s (default) and 200 ms, and for enhanced fan-out
+//!   (`SubscribeToShard`): three applications reading the same stream at the same time, so
+//!   that every setting sees the same records under the same load;
 //! - `failover`: a worker's task is aborted (no release); time until the other worker
 //!   processes its shard (failover time 10 s);
 //! - `handoff`: `shutdown()` returns → the other worker processes the shard;
@@ -23,7 +25,9 @@
 //! The emulator is the `local-aws` binary, spawned as a child (its CPU is not ours): found
 //! with `--local-aws PATH`, `$LOCAL_AWS_BIN`, or next to this example's target directory.
 //! Without it (or with `--in-process`) the stack runs in this process and the throughput
-//! figure then includes the emulator's CPU (the bench says so).
+//! figure then includes the emulator's CPU (the bench says so). With `--external`, the
+//! emulators named by `LOCAL_AWS_*` are used instead (`eval "$(scripts/external-emulators.sh
+//! env)"`: kinesis-mock, dynalite), e.g. to see `latency` on another Kinesis emulator.
 //!
 //! Nothing here asserts on timings; a mode fails only if records go missing or a worker
 //! never takes a shard (generous timeouts).
@@ -41,8 +45,8 @@ use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use kinesis_aggregation::{Aggregator, AggregatorConfig, HashKey, HashKeyRange, UserRecord};
 use kinesis_consumer::lease::{DynamoLeaseStore, LeaseStore};
 use kinesis_consumer::{
-    Checkpointer, InitialPosition, ProcessInput, ProcessorError, RecordProcessor, Worker,
-    WorkerHandle,
+    Checkpointer, InitialPosition, ProcessInput, ProcessorError, RecordProcessor, Retrieval,
+    Worker, WorkerHandle,
 };
 use local_aws::{Endpoints, FaultProxy, LocalAws, testing};
 use tokio::sync::Notify;
@@ -60,8 +64,9 @@ Options:
   --quick              tiny sizes and short times: checks the harness runs (CI), no figures
   --local-aws PATH     the local-aws binary (default: $LOCAL_AWS_BIN, or target/<profile>/local-aws)
   --in-process         run the emulator in this process instead
+  --external           use the emulators named by LOCAL_AWS_* (scripts/external-emulators.sh env)
   --records N          throughput: user records per run (default 2000000 aggregated; plain: N/4)
-  --seconds S          latency: seconds measured per setting (default 40);
+  --seconds S          latency: seconds measured (default 40; the settings run side by side);
                        dynamo-ops: seconds counted per configuration (default 60)
   --rate R             latency: records put per second (default 100)
   --trials T           throughput rounds / failover / handoff / cold-start repetitions
@@ -80,6 +85,7 @@ struct Options {
     quick: bool,
     local_aws: Option<String>,
     in_process: bool,
+    external: bool,
     records: Option<usize>,
     seconds: Option<u64>,
     rate: u64,
@@ -103,6 +109,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Options>, Stri
         quick: false,
         local_aws: None,
         in_process: false,
+        external: false,
         records: None,
         seconds: None,
         rate: 100,
@@ -120,6 +127,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Options>, Stri
             "-h" | "--help" => return Ok(None),
             "--quick" => o.quick = true,
             "--in-process" => o.in_process = true,
+            "--external" => o.external = true,
             "--local-aws" => o.local_aws = Some(args.next().ok_or("--local-aws needs a path")?),
             "--records" => o.records = Some(num(&arg, args.next())?),
             "--seconds" => o.seconds = Some(num(&arg, args.next())?),
@@ -202,6 +210,26 @@ struct Stack {
 
 impl Stack {
     async fn start(o: &Options) -> Result<Stack> {
+        if o.external {
+            let aws = LocalAws::start().await?;
+            if aws.backend() != local_aws::Backend::External {
+                return Err(
+                    "--external: LOCAL_AWS_BACKEND=external and LOCAL_AWS_*_ENDPOINT are not set \
+                            (eval \"$(scripts/external-emulators.sh env)\")"
+                        .into(),
+                );
+            }
+            let (key, secret) = (
+                aws.credentials().access_key_id().to_owned(),
+                aws.credentials().secret_access_key().to_owned(),
+            );
+            return Ok(Stack {
+                aws,
+                key,
+                secret,
+                child: None,
+            });
+        }
         let binary = if o.in_process {
             None
         } else {
@@ -284,6 +312,10 @@ impl Stack {
     fn describe(&self) -> String {
         match &self.child {
             Some(c) => format!("local-aws child process (pid {})", c.id()),
+            None if self.aws.backend() == local_aws::Backend::External => format!(
+                "external emulators (Kinesis at {})",
+                self.aws.kinesis_endpoint()
+            ),
             None => "in process (its CPU counts as ours)".to_owned(),
         }
     }
@@ -415,8 +447,11 @@ struct Tally {
     batches: AtomicU64,
     checkpoints: AtomicU64,
     checkpoint_errors: AtomicU64,
-    /// Records carry their put time: collect put → process latencies (µs).
-    collect_latency: AtomicBool,
+    /// Records carry their put time: collect put → process latencies (µs) of the records
+    /// put in [latency_from, latency_until) (µs since `epoch()`), so that neither the
+    /// warm-up's backlog nor records cut off by the shutdown bias the figures.
+    latency_from: AtomicU64,
+    latency_until: AtomicU64,
     latencies: Mutex<Vec<u64>>,
     /// Every batch, for the lease-movement modes.
     log_batches: AtomicBool,
@@ -479,12 +514,17 @@ impl RecordProcessor for Probe {
     async fn process_records(&mut self, input: ProcessInput<'_>) -> Result<(), ProcessorError> {
         let now = Instant::now();
         let t = &self.tally;
-        if t.collect_latency.load(Ordering::Relaxed) {
+        let (from, until) = (
+            t.latency_from.load(Ordering::Relaxed),
+            t.latency_until.load(Ordering::Relaxed),
+        );
+        if from < until {
             let at = micros_since_epoch();
             let mut latencies = t.latencies.lock().unwrap();
             for r in input.records {
                 let stamp = r.data.get(..20).and_then(|d| std::str::from_utf8(d).ok());
-                if let Some(put) = stamp.and_then(|s| s.parse::<u64>().ok()) {
+                let put = stamp.and_then(|s| s.parse::<u64>().ok());
+                if let Some(put) = put.filter(|p| (from..until).contains(p)) {
                     latencies.push(at.saturating_sub(put));
                 }
             }
@@ -527,6 +567,8 @@ struct WorkerSpec<'a> {
     idle: Duration,
     max_records: u32,
     take_interval: Option<Duration>,
+    /// Enhanced fan-out instead of polling (`idle` and `max_records` then do nothing).
+    fan_out: bool,
 }
 
 impl<'a> WorkerSpec<'a> {
@@ -540,6 +582,7 @@ impl<'a> WorkerSpec<'a> {
             idle: Duration::from_millis(1500),
             max_records: 10_000,
             take_interval: None,
+            fan_out: false,
         }
     }
 
@@ -558,6 +601,11 @@ impl<'a> WorkerSpec<'a> {
         .worker_id(self.id)
         .initial_position(InitialPosition::TrimHorizon)
         .failover_time(self.failover)
+        .retrieval(if self.fan_out {
+            Retrieval::fan_out()
+        } else {
+            Retrieval::polling()
+        })
         .idle_time_between_reads(self.idle)
         .max_records(self.max_records);
         if let Some(interval) = self.take_interval {
@@ -815,26 +863,46 @@ async fn latency(stack: &Stack, o: &Options) -> Result<()> {
     let seconds = o.seconds.unwrap_or(if o.quick { 2 } else { 40 });
     let rate = if o.quick { 50 } else { o.rate };
     println!(
-        "2 shards, one worker, PutRecord at {rate}/s with the put time in the data, {seconds} s \
-         measured per setting after 3 s of warm-up; latency = process_records time − time before \
-         the PutRecord call"
+        "2 shards, PutRecord at {rate}/s with the put time in the data; three applications (one \
+         worker each) read the stream at the same time; the records put during {seconds} s \
+         after 3 s of warm-up are measured; latency = process_records time − time before the \
+         PutRecord call"
     );
-    println!("| idle_time_between_reads | samples | p50 ms | p90 ms | p99 ms | max ms | load |");
-    println!("|---|---|---|---|---|---|---|");
-    for idle_ms in [1500u64, 200] {
-        let stream = new_stream(stack, "lat", 2).await?;
-        let app = testing::unique_name("lat-app");
+    println!("| retrieval | samples | p50 ms | p90 ms | p99 ms | max ms |");
+    println!("|---|---|---|---|---|---|");
+    let settings = [
+        ("polling, idle_time_between_reads 1500 ms", false, 1500u64),
+        ("polling, idle_time_between_reads 200 ms", false, 200),
+        ("enhanced fan-out (SubscribeToShard)", true, 200),
+    ];
+    let stream = new_stream(stack, "lat", 2).await?;
+    let mut running = Vec::new();
+    for (i, (_, fan_out, idle_ms)) in settings.iter().enumerate() {
+        let app = testing::unique_name(&format!("lat-app-{i}"));
         let tally = Arc::new(Tally::default());
         let mut spec = WorkerSpec::new(stack, &app, &stream, "w");
-        spec.idle = Duration::from_millis(idle_ms);
+        spec.idle = Duration::from_millis(*idle_ms);
+        spec.fan_out = *fan_out;
         let (handle, task) = spec.start(stack, &tally);
-        let (stop, producer) = steady_producer(stack, &stream, rate);
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        tally.collect_latency.store(true, Ordering::Relaxed);
-        tokio::time::sleep(Duration::from_secs(seconds)).await;
-        tally.collect_latency.store(false, Ordering::Relaxed);
-        stop.store(true, Ordering::Relaxed);
-        producer.await?;
+        running.push((tally, handle, task));
+    }
+    let (stop, producer) = steady_producer(stack, &stream, rate);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let from = micros_since_epoch();
+    for (tally, ..) in &running {
+        tally.latency_until.store(u64::MAX, Ordering::Relaxed);
+        tally.latency_from.store(from, Ordering::Relaxed);
+    }
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let until = micros_since_epoch();
+    for (tally, ..) in &running {
+        tally.latency_until.store(until, Ordering::Relaxed);
+    }
+    // Records put before `until` are still on their way: let them arrive.
+    tokio::time::sleep(Duration::from_secs(if o.quick { 2 } else { 5 })).await;
+    stop.store(true, Ordering::Relaxed);
+    let put = producer.await?;
+    for ((name, ..), (tally, handle, task)) in settings.iter().zip(running) {
         handle.shutdown().await;
         task.await?;
         let mut ms: Vec<f64> = tally
@@ -844,23 +912,29 @@ async fn latency(stack: &Stack, o: &Options) -> Result<()> {
             .iter()
             .map(|&us| us as f64 / 1000.0)
             .collect();
+        if ms.is_empty() {
+            return Err(format!("{name}: no record was processed").into());
+        }
         ms.sort_by(f64::total_cmp);
         println!(
-            "| {idle_ms} ms | {} | {:.0} | {:.0} | {:.0} | {:.0} | {} |",
+            "| {name} | {} | {:.0} | {:.0} | {:.0} | {:.0} |",
             ms.len(),
             percentile(&ms, 50.0),
             percentile(&ms, 90.0),
             percentile(&ms, 99.0),
             ms.last().copied().unwrap_or(f64::NAN),
-            load()
         );
-        stack
-            .kinesis()
-            .delete_stream()
-            .stream_name(&stream)
-            .send()
-            .await?;
     }
+    println!("({put} records put; load {})", load());
+    stack
+        .kinesis()
+        .delete_stream()
+        .stream_name(&stream)
+        // The fan-out application registered a consumer (AWS and kinesis-mock refuse to
+        // delete a stream with consumers otherwise).
+        .enforce_consumer_deletion(true)
+        .send()
+        .await?;
     Ok(())
 }
 

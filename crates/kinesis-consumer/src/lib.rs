@@ -7,9 +7,13 @@
 //!     │ one ShardConsumer per held lease
 //!     ▼
 //!   GetRecords (bounded prefetch) ─► deaggregate (KPL) ─► skip ≤ checkpoint ─► RecordProcessor
-//!                                                                               │ Checkpointer
+//!   or SubscribeToShard (fan-out)                                               │ Checkpointer
 //!                                       lease table ◄── (sequence, sub-sequence) ┘
 //! ```
+//!
+//! Shards are read by polling (`GetRecords`, the default) or with enhanced fan-out
+//! (`SubscribeToShard`: Kinesis pushes records as they are written, with 2 MB/s per shard
+//! for the application alone), chosen with [`WorkerBuilder::retrieval`] and [`Retrieval`].
 //!
 //! ```no_run
 //! use kinesis_consumer::{InitialPosition, ProcessInput, ProcessorError, RecordProcessor, Worker};
@@ -51,6 +55,10 @@
 //! Modules: [`position`] (checkpoints: sequence plus sub-sequence numbers and the KCL
 //! sentinels), [`lease`] (the lease table, `LeaseStore` with DynamoDB and in-memory
 //! implementations, and the pure assignment decisions), [`processor`] (your side).
+//!
+//! Operations: [`WorkerHandle::health`] reports the leases held, the age of the last renewal
+//! and lease-table scan, and stalled shards, for a `/health` endpoint; metric names, alarms
+//! and log settings are in docs/OPERATIONS.md.
 
 #![warn(missing_docs)]
 
@@ -68,10 +76,14 @@ pub use processor::{
     RetryBackoff, ShardEndedInput,
 };
 #[doc(hidden)]
-pub use retrieval::{PollingConfig, Retrieval, RetrievalError};
+pub use retrieval::RecordSources;
+pub use retrieval::{FanOutConfig, PollingConfig, Retrieval, RetrievalError};
 #[doc(hidden)]
 pub use shard_consumer::{
     ConsumerState, ShardConsumer, ShardConsumerHandle, ShardConsumerOptions, ShardConsumerOutcome,
     ShardLease,
 };
-pub use worker::{InitialPosition, Worker, WorkerBuilder, WorkerError, WorkerHandle};
+pub use worker::{
+    HealthPolicy, HealthProblem, InitialPosition, ProcessorCall, ShardHealth, Worker,
+    WorkerBuilder, WorkerError, WorkerHandle, WorkerHealth, WorkerStatus,
+};

@@ -131,8 +131,11 @@ pub struct InitInput {
 pub struct ProcessInput<'a> {
     /// The shard.
     pub shard_id: &'a str,
-    /// The user records, in order. Never empty. Borrowed: when the error policy retries,
-    /// the same records are delivered again without copying (clone what you keep).
+    /// The user records, in order. Never empty, unless the worker was built with
+    /// [`call_processor_on_empty_batches`](crate::WorkerBuilder::call_processor_on_empty_batches):
+    /// then a read that found nothing new is delivered as an empty batch. Borrowed: when the
+    /// error policy retries, the same records are delivered again without copying (clone
+    /// what you keep).
     pub records: &'a [Record],
     /// How far behind the tip of the shard this batch was read (`None` when the service
     /// did not say).

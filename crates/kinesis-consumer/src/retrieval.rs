@@ -1,4 +1,5 @@
-//! Reading one shard: the [`RecordSource`] seam and its polling implementation.
+//! Reading one shard: the [`RecordSource`] seam and its two implementations, polling and
+//! enhanced fan-out, chosen per worker with [`Retrieval`].
 //!
 //! ```text
 //!   shard consumer                       polling source (one background task per shard)
@@ -10,12 +11,21 @@
 //!        │         shard_end }                                           the last record
 //!        │                                NextShardIterator null ── shard end: ChildShards,
 //!        │                                   or ListShards(parent = this shard) when absent
+//!        │
+//!        │                               fan-out source (one background task per shard)
+//!        │                               ──────────────────────────────────────────────
+//!        └──────────────── bounded ◄──── SubscribeToShard(consumer, from the checkpoint)
+//!                          channel        events pushed by Kinesis ── renewed every ~5 min
+//!                          (events)       (the worker registers the consumer once at start)
 //! ```
 //!
-//! The seam is [`RecordSource`] (one `next_batch` at a time, cancel-safe) so that enhanced
-//! fan-out can be added behind it; [`Retrieval`] is the opaque factory the worker hands to
-//! each shard consumer. Below it, [`api::KinesisApi`] is the narrow view of the Kinesis
-//! client, so that the polling loop's timing is tested with a fake on tokio's paused clock.
+//! The seam is [`RecordSource`] (one `next_batch` at a time, cancel-safe): both sources hand
+//! the shard consumer the same [`Batch`]es of Kinesis records, so deaggregation, the resume
+//! filter and the shard-end path are shared. [`RecordSources`] is the opaque factory the
+//! worker hands to each shard consumer. Below it, [`api::KinesisApi`] and
+//! `fanout::api::FanOutApi` are narrow views of the Kinesis client, so that the sources'
+//! timing is tested with fakes on tokio's paused clock. Fan-out specifics (registration,
+//! renewals, backpressure) are in the `fanout` module.
 //!
 //! # Where a shard is resumed
 //! | checkpoint              | iterator                                                  |
@@ -46,6 +56,7 @@
 //! - Other client errors (invalid argument, access denied, KMS access): [`RetrievalError::Fatal`].
 
 pub(crate) mod api;
+mod fanout;
 mod polling;
 #[cfg(test)]
 pub(crate) mod tests;
@@ -59,6 +70,7 @@ use bytes::Bytes;
 use crate::position::Position;
 use crate::processor::ChildShard;
 
+pub use fanout::FanOutConfig;
 pub use polling::PollingConfig;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -124,6 +136,30 @@ pub enum RetrievalError {
         /// The shard.
         shard_id: String,
     },
+    /// Enhanced fan-out: Kinesis refuses to register another consumer on the stream (at
+    /// most 20 per stream; 50 for on-demand Advantage streams). Deregister an unused consumer
+    /// (`aws kinesis list-stream-consumers`), or use polling.
+    #[error(
+        "cannot register enhanced fan-out consumer {consumer} on stream {stream}: the stream \
+         has as many registered consumers as Kinesis allows (deregister one, or use polling)"
+    )]
+    ConsumerLimitExceeded {
+        /// The stream name.
+        stream: String,
+        /// The consumer name.
+        consumer: String,
+    },
+    /// Enhanced fan-out: the stream consumer could not be found or registered, or did not
+    /// become `ACTIVE` within the registration timeout.
+    #[error("enhanced fan-out consumer {consumer} on stream {stream}: {reason}")]
+    ConsumerRegistration {
+        /// The stream name.
+        stream: String,
+        /// The consumer name.
+        consumer: String,
+        /// What went wrong.
+        reason: String,
+    },
 }
 
 /// Where to start reading a shard.
@@ -180,33 +216,120 @@ pub(crate) trait RecordSource: Send {
 }
 
 /// Starts record sources: one per shard consumer, when it starts processing.
+#[async_trait]
 pub(crate) trait RecordSourceFactory: Send + Sync + 'static {
     fn start(&self, shard: ShardRef, from: StartingPoint) -> Box<dyn RecordSource>;
+
+    /// What must be done once before the first shard is read (fan-out: registering the
+    /// stream consumer), so that a worker fails at start rather than on every shard.
+    async fn prepare(&self) -> Result<(), RetrievalError> {
+        Ok(())
+    }
 }
 
-/// How shard consumers read their shards: an opaque handle shared by all consumers of a
-/// worker (polling today; enhanced fan-out later, behind the same seam).
-#[doc(hidden)]
-#[derive(Clone)]
-pub struct Retrieval(pub(crate) Arc<dyn RecordSourceFactory>);
+/// The children of `shard_id` in a listing of the stream's shards.
+pub(crate) fn children_in(shards: Vec<api::ListedShard>, shard_id: &str) -> Vec<ChildShard> {
+    shards
+        .into_iter()
+        .filter(|s| s.is_child_of(shard_id))
+        .map(|s| s.into_child())
+        .collect()
+}
 
-impl std::fmt::Debug for Retrieval {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Retrieval")
+/// How a worker reads its shards; see [`WorkerBuilder::retrieval`](crate::WorkerBuilder::retrieval).
+///
+/// | | [`Polling`](Retrieval::Polling) (default) | [`FanOut`](Retrieval::FanOut) (enhanced fan-out) |
+/// |---|---|---|
+/// | API | `GetRecords` in a loop per shard | `SubscribeToShard`: Kinesis pushes records |
+/// | read throughput | 2 MB/s per shard, shared by every consumer of the stream | 2 MB/s per shard for this application alone |
+/// | latency (put → process) | up to `idle_time_between_reads` (1.5 s by default, 200 ms at least) | typically under 100 ms on AWS (pushed as they arrive) |
+/// | cost | requests only | an hourly charge per consumer-shard, plus per GB read |
+/// | needs | nothing | a registered stream consumer (20 per stream at most), registered at start and named after the application |
+///
+/// ```
+/// use kinesis_consumer::{FanOutConfig, PollingConfig, Retrieval};
+///
+/// let polling = Retrieval::Polling(PollingConfig::default());
+/// let fan_out = Retrieval::FanOut(FanOutConfig::new().consumer_name("orders-efo"));
+/// assert_eq!(Retrieval::default(), polling);
+/// # let _ = fan_out;
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Retrieval {
+    /// `GetRecords` polling (the KCL's polling mode).
+    Polling(PollingConfig),
+    /// Enhanced fan-out (the KCL's default mode): one registered stream consumer per
+    /// application, a `SubscribeToShard` subscription per leased shard.
+    FanOut(FanOutConfig),
+}
+
+impl Default for Retrieval {
+    fn default() -> Self {
+        Retrieval::Polling(PollingConfig::default())
     }
 }
 
 impl Retrieval {
+    /// Polling with the default settings.
+    pub fn polling() -> Retrieval {
+        Retrieval::default()
+    }
+
+    /// Enhanced fan-out with the default settings.
+    pub fn fan_out() -> Retrieval {
+        Retrieval::FanOut(FanOutConfig::default())
+    }
+}
+
+/// How shard consumers read their shards: an opaque handle shared by all consumers of a
+/// worker, made from a [`Retrieval`].
+#[doc(hidden)]
+#[derive(Clone)]
+pub struct RecordSources(pub(crate) Arc<dyn RecordSourceFactory>);
+
+impl std::fmt::Debug for RecordSources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RecordSources")
+    }
+}
+
+impl RecordSources {
     #[cfg(test)]
-    pub(crate) fn with_api(api: Arc<dyn api::KinesisApi>, config: PollingConfig) -> Retrieval {
-        Retrieval(Arc::new(polling::PollingFactory::new(api, config)))
+    pub(crate) fn with_api(api: Arc<dyn api::KinesisApi>, config: PollingConfig) -> RecordSources {
+        RecordSources(Arc::new(polling::PollingFactory::new(api, config)))
+    }
+
+    /// The sources of a worker of `application_name` reading `stream` through `client`.
+    pub(crate) fn new(
+        retrieval: Retrieval,
+        client: aws_sdk_kinesis::Client,
+        application_name: &str,
+        stream: &str,
+    ) -> RecordSources {
+        match retrieval {
+            Retrieval::Polling(config) => RecordSources::polling(client, config),
+            Retrieval::FanOut(config) => RecordSources(Arc::new(fanout::FanOutFactory::new(
+                Arc::new(fanout::api::SdkFanOutApi::new(client.clone())),
+                Arc::new(api::SdkApi::new(client)),
+                stream.to_owned(),
+                application_name,
+                config,
+            ))),
+        }
     }
 
     /// Polling with `GetRecords` through `client`.
-    pub fn polling(client: aws_sdk_kinesis::Client, config: PollingConfig) -> Retrieval {
-        Retrieval(Arc::new(polling::PollingFactory::new(
+    pub fn polling(client: aws_sdk_kinesis::Client, config: PollingConfig) -> RecordSources {
+        RecordSources(Arc::new(polling::PollingFactory::new(
             Arc::new(api::SdkApi::new(client)),
             config,
         )))
+    }
+
+    /// Work before the first shard is read: registering the enhanced fan-out consumer and
+    /// waiting until it is `ACTIVE`. Nothing for polling.
+    pub(crate) async fn prepare(&self) -> Result<(), RetrievalError> {
+        self.0.prepare().await
     }
 }

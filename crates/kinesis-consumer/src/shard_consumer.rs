@@ -19,7 +19,7 @@
 //!
 //! A worker creates a [`ShardConsumer`] per lease it holds ([`ShardConsumer::new`] with the
 //! lease's shard and checkpoint, a processor from the factory, a [`CheckpointSink`] over the
-//! lease table and the worker's shared [`Retrieval`]), optionally
+//! lease table and the worker's shared [`RecordSources`]), optionally
 //! [`wait_for_parents`](ShardConsumer::wait_for_parents), and [`spawn`](ShardConsumer::spawn)s
 //! it. The [`ShardConsumerHandle`] signals graceful shutdown or lease loss and yields the
 //! [`ShardConsumerOutcome`], which tells the worker what to do with the lease (release it,
@@ -28,11 +28,16 @@
 //! Processor calls are never cancelled: user code runs to completion (a lease loss makes the
 //! checkpointer refuse at once, and no further batch is delivered).
 //!
-//! Metrics (label `shard_id`), named as the KCL names them: `RecordsProcessed`,
-//! `DataBytesProcessed`, `MillisBehindLatest` (gauge), `RecordProcessor.processRecords.Time`
-//! (ms), `RecordProcessor.Errors`, `RecordProcessor.SkippedBatches`,
-//! `DeaggregationDroppedRecords`; the reader adds `GetRecords.Success`, `GetRecords.Time`,
-//! `GetRecords.Throttled`, `GetRecords.Errors`, `ExpiredIterator`.
+//! A read with nothing new is not delivered, unless
+//! [`ShardConsumerOptions::call_processor_on_empty_batches`] asks for it: then the processor
+//! gets an empty batch (without metrics or retries), so that it can act on time alone.
+//!
+//! Metrics (label `ShardId`, the KCL's dimension name), named as the KCL names them:
+//! `RecordsProcessed`, `DataBytesProcessed`, `MillisBehindLatest` (gauge),
+//! `RecordProcessor.processRecords.Time` (ms), `RecordProcessor.Errors`,
+//! `RecordProcessor.SkippedBatches`, `DeaggregationDroppedRecords`; the reader adds
+//! `GetRecords.Success`, `GetRecords.Time`, `GetRecords.Throttled`, `GetRecords.Errors`,
+//! `ExpiredIterator`. The full table is in docs/OPERATIONS.md.
 
 #[cfg(test)]
 mod tests;
@@ -55,7 +60,7 @@ use crate::processor::{
     PendingCheckpoint, ProcessInput, ProcessorError, ProcessorErrorPolicy, Record, RecordProcessor,
     RetryBackoff, ShardEndedInput,
 };
-use crate::retrieval::{ReadRecord, Retrieval, RetrievalError, ShardRef, StartingPoint};
+use crate::retrieval::{ReadRecord, RecordSources, RetrievalError, ShardRef, StartingPoint};
 
 /// The lease a shard consumer works for.
 #[derive(Debug, Clone)]
@@ -114,6 +119,10 @@ pub struct ShardConsumerOptions {
     /// Backoff between retries of the library's own SHARD_END write when the store
     /// throttles or fails.
     pub checkpoint_backoff: RetryBackoff,
+    /// Call `process_records` with no records when a read returns nothing new (the KCL's
+    /// `callProcessRecordsEvenForEmptyRecordList`), so that a processor can act on time
+    /// alone, e.g. flush a buffer on a quiet shard. Default false.
+    pub call_processor_on_empty_batches: bool,
 }
 
 /// Where a shard consumer is.
@@ -185,7 +194,7 @@ pub struct ShardConsumer {
     lease: ShardLease,
     processor: Box<dyn RecordProcessor>,
     sink: Arc<dyn CheckpointSink>,
-    retrieval: Retrieval,
+    retrieval: RecordSources,
     options: ShardConsumerOptions,
     parents: Option<ParentsFuture>,
 }
@@ -215,7 +224,7 @@ impl ShardConsumer {
         lease: ShardLease,
         processor: impl RecordProcessor,
         sink: Arc<dyn CheckpointSink>,
-        retrieval: Retrieval,
+        retrieval: RecordSources,
         options: ShardConsumerOptions,
     ) -> Self {
         ShardConsumer {
@@ -407,7 +416,7 @@ impl Run {
         can_skip: bool,
     ) -> Attempted {
         let shard_id = self.shard_id().to_owned();
-        metrics::counter!("RecordProcessor.Errors", "shard_id" => shard_id.clone()).increment(1);
+        metrics::counter!("RecordProcessor.Errors", "ShardId" => shard_id.clone()).increment(1);
         let backoff = match &self.consumer.options.error_policy {
             ProcessorErrorPolicy::StopShard => {
                 error!(shard_id, what, %error, "processor failed; stopping the shard consumer (policy StopShard)");
@@ -491,6 +500,8 @@ impl Run {
             from,
         );
         let mut resume = lease.checkpoint.as_sequence().cloned();
+        // Consecutive failed calls with an empty batch (for the backoff).
+        let mut empty_failures = 0;
         loop {
             let next = tokio::select! {
                 biased;
@@ -505,7 +516,7 @@ impl Run {
                 }
             };
             if let Some(millis) = batch.millis_behind_latest {
-                metrics::gauge!("MillisBehindLatest", "shard_id" => lease.shard_id.clone())
+                metrics::gauge!("MillisBehindLatest", "ShardId" => lease.shard_id.clone())
                     .set(millis as f64);
             }
             let mut records = to_user_records(batch.records, lease.hash_key_range, &lease.shard_id);
@@ -518,6 +529,20 @@ impl Run {
             }
             if !records.is_empty() {
                 match self.deliver(records, batch.millis_behind_latest).await {
+                    Attempted::Done | Attempted::Skipped => {}
+                    Attempted::Stop(error) => {
+                        return ShardConsumerOutcome::ProcessorFailed { error };
+                    }
+                    Attempted::Interrupted(c) => return self.stop(c).await,
+                }
+            } else if self.consumer.options.call_processor_on_empty_batches
+                && batch.shard_end.is_none()
+            {
+                // (At a shard end, `shard_ended` follows at once instead.)
+                match self
+                    .deliver_empty(batch.millis_behind_latest, &mut empty_failures)
+                    .await
+                {
                     Attempted::Done | Attempted::Skipped => {}
                     Attempted::Stop(error) => {
                         return ShardConsumerOutcome::ProcessorFailed { error };
@@ -564,13 +589,13 @@ impl Run {
                     checkpointer: &self.checkpointer,
                 })
                 .await;
-            metrics::histogram!("RecordProcessor.processRecords.Time", "shard_id" => shard_id.clone())
+            metrics::histogram!("RecordProcessor.processRecords.Time", "ShardId" => shard_id.clone())
                 .record(started.elapsed().as_secs_f64() * 1000.0);
             let error = match result {
                 Ok(()) => {
-                    metrics::counter!("RecordsProcessed", "shard_id" => shard_id.clone())
+                    metrics::counter!("RecordsProcessed", "ShardId" => shard_id.clone())
                         .increment(slice.len() as u64);
-                    metrics::counter!("DataBytesProcessed", "shard_id" => shard_id.clone())
+                    metrics::counter!("DataBytesProcessed", "ShardId" => shard_id.clone())
                         .increment(slice.iter().map(|r| r.data.len() as u64).sum());
                     return Attempted::Done;
                 }
@@ -590,7 +615,7 @@ impl Run {
                     if let Some(last) = &last {
                         self.checkpointer.set_delivered(last.clone());
                     }
-                    metrics::counter!("RecordProcessor.SkippedBatches", "shard_id" => shard_id.clone()).increment(1);
+                    metrics::counter!("RecordProcessor.SkippedBatches", "ShardId" => shard_id.clone()).increment(1);
                     error!(
                         shard_id,
                         first = %slice[0].position(),
@@ -612,6 +637,37 @@ impl Run {
                 return Attempted::Done;
             }
         }
+    }
+
+    /// Calls the processor with an empty batch. Kept cheap, as it happens after every empty
+    /// read of every quiet shard: no metrics, no allocation. A failure goes through the error
+    /// policy's backoff (or stops the shard under `StopShard`), but is not retried as such:
+    /// there is nothing to redeliver, and the next read, empty or not, calls again.
+    async fn deliver_empty(
+        &mut self,
+        millis_behind_latest: Option<i64>,
+        failures: &mut u32,
+    ) -> Attempted {
+        let result = self
+            .consumer
+            .processor
+            .process_records(ProcessInput {
+                shard_id: &self.consumer.lease.shard_id,
+                records: &[],
+                millis_behind_latest,
+                checkpointer: &self.checkpointer,
+            })
+            .await;
+        let Err(error) = result else {
+            *failures = 0;
+            return Attempted::Done;
+        };
+        if self.checkpointer.closed() == Some(Closed::LeaseLost) {
+            return Attempted::Interrupted(Control::LeaseLost);
+        }
+        *failures += 1;
+        self.after_failure("process_records (empty batch)", *failures, error, false)
+            .await
     }
 
     async fn shard_end(&mut self, children: Vec<ChildShard>) -> ShardConsumerOutcome {
@@ -739,7 +795,7 @@ pub(crate) fn to_user_records(
             shard_id,
             dropped, "left out aggregated sub-records outside the shard's hash-key range"
         );
-        metrics::counter!("DeaggregationDroppedRecords", "shard_id" => shard_id.to_owned())
+        metrics::counter!("DeaggregationDroppedRecords", "ShardId" => shard_id.to_owned())
             .increment(dropped as u64);
     }
     out

@@ -12,7 +12,7 @@ use kinesis_aggregation::{Aggregator, UserRecord};
 use kinesis_consumer::processor::{MemoryCheckpointSink, SinkEvent};
 use kinesis_consumer::{
     Checkpointer, InitInput, PollingConfig, Position, ProcessInput, ProcessorError,
-    ProcessorErrorPolicy, RecordProcessor, Retrieval, RetryBackoff, ShardConsumer,
+    ProcessorErrorPolicy, RecordProcessor, RecordSources, RetryBackoff, ShardConsumer,
     ShardConsumerOptions, ShardConsumerOutcome, ShardEndedInput, ShardLease,
 };
 use local_aws::LocalAws;
@@ -184,7 +184,7 @@ async fn consume(
         lease,
         recorder.clone(),
         sink.clone(),
-        Retrieval::polling(kinesis, polling()),
+        RecordSources::polling(kinesis, polling()),
         options,
     )
     .spawn();
@@ -290,7 +290,7 @@ async fn recovers_from_expired_iterators() {
         ShardLease::new(&stream, &shard, Position::TrimHorizon),
         recorder.clone(),
         sink,
-        Retrieval::polling(kinesis.clone(), config),
+        RecordSources::polling(kinesis.clone(), config),
         ShardConsumerOptions::default(),
     )
     .spawn();
@@ -377,7 +377,7 @@ async fn shard_end_after_a_split_reports_children_and_records_shard_end() {
         ShardLease::new(&stream, &parent, Position::TrimHorizon),
         recorder.clone(),
         sink.clone(),
-        Retrieval::polling(kinesis, polling()),
+        RecordSources::polling(kinesis, polling()),
         ShardConsumerOptions::default(),
     )
     .spawn()

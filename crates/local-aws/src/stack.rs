@@ -73,6 +73,7 @@ pub struct LocalAwsBuilder {
     shard_limit: u32,
     iterator_ttl: Duration,
     iterator_ttl_set: bool,
+    subscription_lifetime: Option<Duration>,
     stream_transition: Duration,
     ports: Ports,
     honour_env: bool,
@@ -95,6 +96,7 @@ impl Default for LocalAwsBuilder {
             shard_limit: 10_000,
             iterator_ttl: Duration::from_secs(300),
             iterator_ttl_set: false,
+            subscription_lifetime: None,
             stream_transition: Duration::from_millis(50),
             ports: Ports::default(),
             honour_env: true,
@@ -130,6 +132,14 @@ impl LocalAwsBuilder {
         self
     }
 
+    /// How long a `SubscribeToShard` subscription lasts before Kinesis ends it (the
+    /// consumer must then renew it). Default: 5 minutes, as in AWS; shorter makes renewals
+    /// testable.
+    pub fn subscription_lifetime(mut self, lifetime: Duration) -> Self {
+        self.subscription_lifetime = Some(lifetime);
+        self
+    }
+
     /// How long streams stay CREATING / DELETING / UPDATING. Default: 50 ms (AWS takes
     /// seconds; tests want the transition but not the wait).
     pub fn stream_transition(mut self, delay: Duration) -> Self {
@@ -155,12 +165,15 @@ impl LocalAwsBuilder {
 
     /// Start the stack: in process unless `LOCAL_AWS_BACKEND=external` says otherwise.
     ///
-    /// Persistence, shard-limit enforcement and a chosen iterator TTL are properties of the
+    /// Persistence, shard-limit enforcement, a chosen iterator TTL and a chosen subscription
+    /// lifetime are properties of the
     /// in-process servers, so a builder that asks for any of them always starts them, whatever
     /// the environment says: a test that needs real throttling never silently runs without it.
     pub async fn start(self) -> Result<LocalAws, Error> {
-        let needs_in_process =
-            self.persist_dir.is_some() || self.enforce_shard_limits || self.iterator_ttl_set;
+        let needs_in_process = self.persist_dir.is_some()
+            || self.enforce_shard_limits
+            || self.iterator_ttl_set
+            || self.subscription_lifetime.is_some();
         if self.honour_env && !needs_in_process {
             match std::env::var("LOCAL_AWS_BACKEND").ok().as_deref() {
                 None | Some("") | Some("in-process") => {}
@@ -242,6 +255,9 @@ impl LocalAwsBuilder {
             update_stream_ms: millis,
             shard_limit: self.shard_limit,
             iterator_ttl_seconds: self.iterator_ttl.as_secs().max(1),
+            subscribe_to_shard_session_ms: self
+                .subscription_lifetime
+                .map_or(300_000, |d| d.as_millis().max(1) as u64),
             enforce_limits: self.enforce_shard_limits,
             durable,
             aws_region: REGION.to_owned(),

@@ -60,7 +60,7 @@ use kinesis_producer::{Producer, PutFailure, PutOutcome};
 use serde_json::json;
 use tokio::sync::{Notify, watch};
 
-pub use metrics::Metrics;
+pub use metrics::{Export, Metrics};
 
 /// Default [`AppBuilder::max_body_bytes`]: 5 MiB, the size of one full `PutRecords`.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 5 * 1024 * 1024;
@@ -75,7 +75,8 @@ pub enum Error {
     /// The listener failed.
     #[error("serving HTTP: {0}")]
     Serve(#[source] std::io::Error),
-    /// The Prometheus recorder could not be installed (another global recorder is).
+    /// The metrics recorder could not be installed (another global recorder is, or a
+    /// setting is invalid).
     #[error("installing the metrics recorder: {0}")]
     Metrics(String),
     /// The health check URL is not `http://host[:port]/path`.
@@ -137,7 +138,8 @@ impl AppBuilder {
         self
     }
 
-    /// Serve `GET /metrics` from this exporter (without it, `/metrics` answers 404).
+    /// Serve `GET /metrics` from this exporter (without it, or when it is not Prometheus,
+    /// `/metrics` answers 404 saying where the metrics are).
     pub fn metrics(mut self, metrics: Metrics) -> Self {
         self.metrics = Some(metrics);
         self
@@ -337,15 +339,22 @@ async fn health(State(app): State<App>) -> Response {
 }
 
 async fn render_metrics(State(app): State<App>) -> Response {
-    match &app.shared.metrics {
-        Some(m) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], m.render()).into_response(),
-        None => reply::whole_error(
+    let Some(m) = &app.shared.metrics else {
+        return reply::whole_error(
             &app,
             reply::ApiError::new(
                 StatusCode::NOT_FOUND,
                 "not_found",
                 "metrics are not enabled",
             ),
+        );
+    };
+    match m.render() {
+        Some(text) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response(),
+        // EMF or none: say where the metrics are instead of an empty page.
+        None => reply::whole_error(
+            &app,
+            reply::ApiError::new(StatusCode::NOT_FOUND, "not_found", m.not_served()),
         ),
     }
 }

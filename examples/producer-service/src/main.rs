@@ -11,6 +11,10 @@
 //! its outcome, or 1 if `DRAIN_TIMEOUT` passed first (keep it below the ECS stop timeout,
 //! 30 s by default).
 //!
+//! Metrics (`METRICS`): Prometheus text on `GET /metrics` (default), CloudWatch EMF lines on
+//! stdout (`emf`, flushed once more at exit), or `none`; `METRICS_LEVEL` and
+//! `METRICS_GRANULARITY` as the KPL's. Logs: `LOG_FORMAT` text or json, `RUST_LOG`.
+//!
 //! `producer-service healthcheck` checks a running service (exit 0 on a 2xx `/health`).
 
 use std::net::SocketAddr;
@@ -20,9 +24,10 @@ use std::time::Duration;
 use aws_config::{BehaviorVersion, Region};
 use aws_smithy_http_client::tls;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use kinesis_metrics::logging::{LogConfig, LogFormat};
+use kinesis_metrics::{MetricsFilter, MetricsGranularity, MetricsLevel};
 use kinesis_producer::Producer;
-use producer_service::{App, Metrics, healthcheck};
-use tracing_subscriber::EnvFilter;
+use producer_service::{App, Export, Metrics, healthcheck};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -64,9 +69,25 @@ struct ServeArgs {
     /// Seconds given in `Retry-After` with 429 and 503 answers.
     #[arg(long, env = "RETRY_AFTER", default_value_t = 1)]
     retry_after: u64,
-    /// Log format (the level comes from `RUST_LOG`, default `info`).
-    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    /// Log format: `text` or `json` (one object per line).
+    #[arg(long, env = "LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
+    /// Log filter directives (`info`, `warn,kinesis_producer=debug`...).
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    log_filter: String,
+    /// Where metrics go: Prometheus text on `GET /metrics`, CloudWatch EMF lines on stdout,
+    /// or nowhere.
+    #[arg(long, env = "METRICS", value_enum, default_value_t = MetricsArg::Prometheus)]
+    metrics: MetricsArg,
+    /// Which metrics: `none`, `summary` or `detailed`.
+    #[arg(long, env = "METRICS_LEVEL", default_value = "detailed")]
+    metrics_level: MetricsLevel,
+    /// Finest labels kept: `global`, `stream` or `shard`.
+    #[arg(long, env = "METRICS_GRANULARITY", default_value = "shard")]
+    metrics_granularity: MetricsGranularity,
+    /// CloudWatch namespace of the EMF metrics.
+    #[arg(long, env = "METRICS_NAMESPACE", default_value = producer_service::metrics::DEFAULT_NAMESPACE)]
+    metrics_namespace: String,
 }
 
 #[derive(Debug, Args)]
@@ -80,9 +101,10 @@ struct HealthcheckArgs {
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
+enum MetricsArg {
+    Prometheus,
+    Emf,
+    None,
 }
 
 fn seconds(name: &str, value: f64) -> Result<Duration, String> {
@@ -95,7 +117,14 @@ async fn main() -> ExitCode {
     match cli.command {
         Some(Command::Healthcheck(args)) => healthcheck(args, cli.serve.listen_addr).await,
         None => {
-            init_logs(cli.serve.log_format);
+            let logs = LogConfig::default()
+                .format(cli.serve.log_format)
+                .filter(&cli.serve.log_filter)
+                .init();
+            if let Err(e) = logs {
+                eprintln!("producer-service: {e}");
+                return ExitCode::FAILURE;
+            }
             match run(cli.serve).await {
                 Ok(code) => code,
                 Err(e) => {
@@ -104,19 +133,6 @@ async fn main() -> ExitCode {
                 }
             }
         }
-    }
-}
-
-fn init_logs(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    match format {
-        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
-        LogFormat::Json => tracing_subscriber::fmt()
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_env_filter(filter)
-            .init(),
     }
 }
 
@@ -145,8 +161,17 @@ async fn healthcheck(args: HealthcheckArgs, listen: SocketAddr) -> ExitCode {
 async fn run(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let drain_timeout = seconds("DRAIN_TIMEOUT", args.drain_timeout)?;
     // First: metrics the producer emits before a recorder exists are lost.
-    let metrics = Metrics::install()?;
-    metrics.spawn_upkeep(Duration::from_secs(5));
+    let export = match args.metrics {
+        MetricsArg::Prometheus => Export::Prometheus,
+        MetricsArg::Emf => Export::Emf {
+            namespace: args.metrics_namespace.clone(),
+        },
+        MetricsArg::None => Export::None,
+    };
+    let filter = MetricsFilter::new()
+        .level(args.metrics_level)
+        .granularity(args.metrics_granularity);
+    let metrics = Metrics::install(export, &filter)?;
 
     // One explicit HTTPS client (rustls + ring), as every tool here: the SDK's default
     // features would build a second, legacy TLS stack.
@@ -172,7 +197,7 @@ async fn run(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let app = App::builder(producer)
         .max_body_bytes(args.max_body_bytes)
         .retry_after(Duration::from_secs(args.retry_after))
-        .metrics(metrics)
+        .metrics(metrics.clone())
         .build();
     let listener = tokio::net::TcpListener::bind(args.listen_addr)
         .await
@@ -182,6 +207,10 @@ async fn run(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     tracing::info!(%addr, "listening");
 
     let summary = producer_service::serve(listener, app, shutdown, drain_timeout).await?;
+    // The drain's deliveries are in the last EMF interval: write it before exiting.
+    if let Err(e) = metrics.flush() {
+        tracing::warn!(error = %e, "writing the last metrics failed");
+    }
     let s = summary.stats;
     tracing::info!(
         accepted = s.accepted,

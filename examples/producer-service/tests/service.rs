@@ -10,7 +10,7 @@ use common::{Http, Running, contents, stack, stored};
 use http::StatusCode;
 use kinesis_producer::Producer;
 use local_aws::fault::{Fault, FaultProxy, Rule};
-use producer_service::{App, Metrics};
+use producer_service::{App, Export, Metrics};
 use serde_json::{Value, json};
 
 const DRAIN: Duration = Duration::from_secs(30);
@@ -365,7 +365,11 @@ async fn health_is_503_while_draining() {
 async fn metrics_show_user_records_put() {
     let (aws, stream) = stack(1).await;
     // Before the producer: its metrics go to the recorder installed when they are emitted.
-    let metrics = Metrics::install().unwrap();
+    let metrics = Metrics::prometheus().unwrap();
+    // One recorder per process: the same settings share it, others are refused.
+    assert!(Metrics::prometheus().is_ok());
+    let other = Metrics::install(Export::None, &kinesis_metrics::MetricsFilter::default());
+    assert!(other.is_err(), "{other:?}");
     let producer = Producer::builder(aws.kinesis_client())
         .stream(&stream)
         .build()

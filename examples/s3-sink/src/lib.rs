@@ -1,17 +1,19 @@
 //! A [`RecordProcessor`] that writes a Kinesis stream to S3: [`S3Sink`].
 //!
 //! ```text
-//!  Worker ─► one S3Sink per shard lease
-//!              │ process_records: skip what is already buffered (a retried batch),
-//!              │ encode each record, append to the shard's buffer
-//!              │ cut when the buffer reaches max_records or max_bytes (checked per record),
-//!              │ or when its oldest record is older than max_age (checked per input batch),
-//!              │ and at shutdown_requested / shard_ended
-//!              ▼
-//!            PutObject s3://bucket/prefix/stream/shard/<first>_<last>.ndjson  (retried: backon)
-//!              │ only after it succeeded
-//!              ▼
-//!            checkpoint_at(last record of the object)  ─► lease table
+//!  Worker (call_processor_on_empty_batches) ─► one S3Sink per shard lease
+//!    process_records(batch, possibly empty)
+//!      │ skip what is already buffered (a re-delivered batch)
+//!      │ per record: encode (NDJSON or length-prefixed), offer to the cut rule,
+//!      │             append (gzip: compressed as it is appended)
+//!      │ cut at max_records / max_bytes / a record arriving max_age after the first,
+//!      │ after the batch: the quiet-shard flush (age, at the tip of the shard),
+//!      │ and at shutdown_requested / shard_ended
+//!      ▼
+//!    write_object: PutObject, or a multipart upload above part_size (retried: backon)
+//!      │ only after it succeeded
+//!      ▼
+//!    checkpoint_at(last record of the object) ─► lease table
 //! ```
 //!
 //! # Object layout
@@ -30,187 +32,107 @@
 //!   always tell the two apart.
 //! - [`Format::LengthPrefixed`] (`.bin`): per record, its length as a 4-byte big-endian
 //!   integer, then its bytes. Only the data: the positions are in the object key.
+//! - [`Compression::Gzip`] appends `.gz` (`.ndjson.gz`, `.bin.gz`) and sets
+//!   `Content-Encoding: gzip` (the `Content-Type` stays the format's).
 //!
-//! Objects are written with one `PutObject` each (no multipart upload, no compression), so
-//! `max_bytes` should stay well under 5 GiB; the buffer is held in memory.
+//! Objects up to [`SinkConfig::part_size`] are written with one `PutObject`, larger ones with
+//! a multipart upload in parts of that size. The object being built is held in memory
+//! (compressed, with gzip): about `max_bytes` per shard lease at most.
 //!
 //! # Durability contract: effectively-once content
 //!
-//! - A record is checkpointed only after the object containing it was written
-//!   (`PutObject` returned success, which in S3 means durably stored). A crash at any moment
-//!   therefore loses nothing: processing resumes after the last checkpoint, i.e. after the
-//!   last object written *and* checkpointed.
-//! - Object keys are a function of (stream, shard, first position, last position), and batches
-//!   of records are cut from the checkpoint by **record count and encoded size only**, record
-//!   by record, never by how GetRecords happened to batch them. Since every checkpoint is
-//!   at the end of an object, a replay starts at a batch boundary and cuts the same batches:
-//!   an object written but not checkpointed before a crash is rewritten with the same key
-//!   and the same bytes. No duplicates appear in S3.
+//! - A record is checkpointed only after the object containing it was written (`PutObject`
+//!   or `CompleteMultipartUpload` succeeded, which in S3 means durably stored). A crash at
+//!   any moment therefore loses nothing: processing resumes after the last checkpoint, i.e.
+//!   after the last object written *and* checkpointed.
+//! - Object keys are a function of (stream, shard, first position, last position), and
+//!   batches are cut from the checkpoint record by record by a rule that looks only at the
+//!   records since the last cut: their count, their encoded size, and their Kinesis
+//!   `ApproximateArrivalTimestamp` (a record that arrived `max_age` or more after the
+//!   batch's first starts the next batch). Never by how reads happened to batch them, nor by
+//!   the time they were read. Since every checkpoint is at the end of an object, a replay
+//!   starts at a batch boundary and cuts the same batches: an object written but not
+//!   checkpointed before a crash is rewritten with the same key and the same bytes. No
+//!   duplicates appear in S3.
+//! - A shard that goes quiet is still written within about `max_age + age_grace` (plus one
+//!   read interval): the worker delivers empty batches
+//!   ([`call_processor_on_empty_batches`](kinesis_consumer::WorkerBuilder::call_processor_on_empty_batches)),
+//!   and when a read at the tip of the shard finds the clock past the first record's arrival
+//!   plus `max_age` plus [`age_grace`](SinkConfig::age_grace), the batch is written. Every
+//!   record that arrived before `arrival + max_age` has been read by then, so the cut is the
+//!   one the rule makes on a replay, which sees the next record arrive after the deadline.
 //! - A retried `process_records` (the worker's default error policy re-delivers a failed
 //!   batch) does not buffer the same record twice: records at or before the last buffered
-//!   position are skipped.
+//!   position are skipped. A batch cut but not written yet takes no more records.
 //!
-//! ## Limits
+//! ## Limits: when a replay cuts differently
 //!
-//! - **Age cuts and shutdown cuts are not deterministic.** A batch cut because its oldest
-//!   record reached `max_age`, or because the worker shut down / the shard ended, ends at a
-//!   point that depends on timing. If its object is written and the process dies before the
-//!   checkpoint lands, the replay cuts that range differently (by count/size, or by another
-//!   age cut), and the records of that range appear in two objects with overlapping key
-//!   ranges. Every NDJSON line carries its `(seq, subseq)`, so a reader can drop such
-//!   duplicates; the window is one `PutObject` → checkpoint round trip. Set `max_age` large
-//!   (and rely on count/size) when you need strict effectively-once.
-//! - The age is checked when a batch arrives: a buffer on a shard that receives no more
-//!   records is written at the next batch, at shutdown, or at the end of the shard.
-//! - Changing `max_records`, `max_bytes` or the format between runs changes the cuts: the
-//!   guarantee holds for replays under the same configuration.
-//! - A lost lease drops the buffer without writing: the new owner replays from the
-//!   checkpoint and writes the same objects.
+//! Overlapping objects (the same records under two keys whose ranges overlap) need both a
+//! crash (or lease loss) between an object's write and its checkpoint, *and* a cut that the
+//! replay does not repeat. Cuts that a replay may not repeat:
+//!
+//! - **Shutdown and lease-end cuts.** At a graceful shutdown the buffer is written as it is
+//!   (the next owner then starts after it). Only if the process dies between that write and
+//!   its checkpoint does the replay cut the range differently.
+//! - **A quiet-shard flush under delay.** If a record that arrived before the deadline was
+//!   not delivered within `age_grace` after it (reads throttled or failing, the processor
+//!   slow, Kinesis' propagation delay, or this host's clock off from Kinesis' by more than
+//!   the grace), the flush ends the batch earlier than the rule does.
+//! - **Records without an arrival time** (never from Kinesis itself) age by the local clock.
+//! - **Another configuration.** Changing `max_records`, `max_bytes`, `max_age`, the format
+//!   or the compression between runs changes the cuts: the guarantee holds for replays under
+//!   the same configuration. Identical bytes under gzip also assume the same `flate2`
+//!   version (the compressed stream is not specified byte for byte).
+//!
+//! Every NDJSON line carries its `(seq, subseq)` and every key its range, so a reader that
+//! must not see duplicates keeps, per shard, the records above the highest position already
+//! read (or drops objects whose range is inside another's). See the README.
+//!
+//! With `LATEST` as the initial position, a shard with no checkpoint yet restarts at the
+//! *new* tip: records between the old tip and the first checkpoint are skipped after a crash
+//! (the KCL behaves the same). `TRIM_HORIZON` does not have that gap.
 //!
 //! # Errors
 //!
-//! `PutObject` failures that may pass (throttling such as `SlowDown`, 5xx, timeouts,
-//! connection failures) are retried with exponential backoff and jitter, on top of the SDK's
-//! own retries, up to [`SinkConfig::put_attempts`]. Past that, or for any other error,
-//! `process_records` fails and the worker's error policy re-delivers the batch later. A
-//! bucket that does not exist is found at startup by [`SinkConfig::check_bucket`].
+//! Every S3 request (`HeadBucket`, `PutObject`, the multipart calls) is retried on errors
+//! that may pass — throttling (`503 SlowDown`, 429), 5xx, timeouts of one attempt
+//! ([`SinkConfig::attempt_timeout`]), connection failures — with exponential backoff and
+//! jitter, up to [`SinkConfig::attempts`] requests. The SDK's own retries are turned off on
+//! the sink's client, so that one loop with one bound decides. What is left surfaces as a
+//! [`SinkError`]: [`RetriesExhausted`](SinkError::RetriesExhausted) for errors that may still
+//! pass, [`Rejected`](SinkError::Rejected) for the others (access denied, invalid request),
+//! [`BucketNotFound`](SinkError::BucketNotFound). `process_records` then fails and the
+//! worker's error policy re-delivers the batch later (the buffer is kept: nothing is read
+//! twice from Kinesis, nothing is lost). A failed multipart upload is aborted. A bucket that
+//! does not exist is found at startup by [`SinkConfig::check_bucket`].
 
 #![warn(missing_docs)]
 
+mod buffer;
+mod format;
+pub mod health;
+mod upload;
+
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use aws_sdk_s3::config::http::HttpResponse;
-use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_s3::primitives::ByteStream;
-use backon::{ExponentialBuilder, Retryable};
-use bytes::Bytes;
+use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
 use kinesis_consumer::{
-    CheckpointError, Checkpointer, InitInput, Position, ProcessInput, ProcessorError, Record,
+    CheckpointError, Checkpointer, InitInput, Position, ProcessInput, ProcessorError,
     RecordProcessor, SequenceNumber, ShardEndedInput,
 };
 use tokio::time::Instant;
 
-/// How records are written into an object. See the [crate docs](crate#object-layout).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Format {
-    /// Newline-delimited JSON, one line per record (`.ndjson`). The default.
-    #[default]
-    Ndjson,
-    /// Each record's data preceded by its length as a big-endian `u32` (`.bin`).
-    LengthPrefixed,
-}
-
-impl Format {
-    /// The object key's extension.
-    pub fn extension(self) -> &'static str {
-        match self {
-            Format::Ndjson => "ndjson",
-            Format::LengthPrefixed => "bin",
-        }
-    }
-
-    fn content_type(self) -> &'static str {
-        match self {
-            Format::Ndjson => "application/x-ndjson",
-            Format::LengthPrefixed => "application/octet-stream",
-        }
-    }
-
-    /// The bytes `record` contributes to an object.
-    pub fn encode(self, record: &Record) -> Vec<u8> {
-        match self {
-            Format::Ndjson => {
-                let mut line = format!(
-                    "{{\"seq\":{},\"subseq\":{},\"key\":{},",
-                    json_string(&record.sequence_number),
-                    record.sub_sequence_number,
-                    json_string(&record.partition_key),
-                );
-                match std::str::from_utf8(&record.data) {
-                    Ok(text) => {
-                        line.push_str("\"data\":");
-                        line.push_str(&json_string(text));
-                    }
-                    Err(_) => {
-                        line.push_str("\"data\":\"");
-                        line.push_str(&base64(&record.data));
-                        line.push_str("\",\"encoding\":\"base64\"");
-                    }
-                }
-                line.push_str("}\n");
-                line.into_bytes()
-            }
-            Format::LengthPrefixed => {
-                // Kinesis records are at most 10 MiB: the length always fits.
-                let len = u32::try_from(record.data.len()).unwrap_or(u32::MAX);
-                let mut out = Vec::with_capacity(4 + record.data.len());
-                out.extend_from_slice(&len.to_be_bytes());
-                out.extend_from_slice(&record.data);
-                out
-            }
-        }
-    }
-}
-
-fn json_string(s: &str) -> String {
-    serde_json::Value::from(s).to_string()
-}
-
-/// Standard base64 with padding (RFC 4648 §4).
-fn base64(data: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-/// The object key of the batch `first..=last` of `shard`. See the
-/// [crate docs](crate#object-layout).
-pub fn object_key(
-    prefix: &str,
-    stream: &str,
-    shard: &str,
-    first: &SequenceNumber,
-    last: &SequenceNumber,
-    format: Format,
-) -> String {
-    let prefix = prefix.trim_matches('/');
-    let lead = if prefix.is_empty() {
-        String::new()
-    } else {
-        format!("{prefix}/")
-    };
-    format!(
-        "{lead}{stream}/{shard}/{}-{}_{}-{}.{}",
-        first.sequence(),
-        first.sub_sequence(),
-        last.sequence(),
-        last.sub_sequence(),
-        format.extension()
-    )
-}
+use buffer::{Buffer, Limits, Offer};
+pub use format::{Compression, Format, object_key};
 
 /// Why the sink failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SinkError {
-    /// The bucket does not exist (checked at startup).
+    /// The bucket does not exist (found at startup, or by a write).
     #[error("bucket {bucket} does not exist")]
     BucketNotFound {
         /// The bucket.
@@ -225,13 +147,36 @@ pub enum SinkError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
-    /// Writing an object failed, after the retries for errors that may pass.
-    #[error("writing s3://{bucket}/{key} failed: {source}")]
-    Put {
+    /// S3 refused a request in a way retrying does not fix (access denied, invalid
+    /// request, ...).
+    #[error("{operation} s3://{bucket}/{key} rejected: {source}")]
+    Rejected {
+        /// The S3 operation, e.g. `"PutObject"` or `"UploadPart"`.
+        operation: &'static str,
         /// The bucket.
         bucket: String,
         /// The object key.
         key: String,
+        /// The HTTP status, when there was an answer.
+        status: Option<u16>,
+        /// The S3 error code, e.g. `"AccessDenied"`.
+        code: Option<String>,
+        /// The error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A request kept failing with errors that may pass (throttling, 5xx, timeouts) for
+    /// all its attempts.
+    #[error("{operation} s3://{bucket}/{key} failed {attempts} times: {source}")]
+    RetriesExhausted {
+        /// The S3 operation.
+        operation: &'static str,
+        /// The bucket.
+        bucket: String,
+        /// The object key.
+        key: String,
+        /// Requests sent.
+        attempts: usize,
         /// The last error.
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
@@ -243,8 +188,10 @@ pub enum SinkError {
 
 /// What every [`S3Sink`] of a worker shares: the client, the destination and the thresholds.
 ///
-/// Defaults: prefix empty, [`Format::Ndjson`], 64 MiB or 100 000 records or 60 s per object,
-/// 6 attempts per `PutObject` (backoff from 200 ms to 10 s, with jitter).
+/// Defaults: prefix empty, [`Format::Ndjson`], [`Compression::None`]; an object per 64 MiB
+/// (before compression), 100 000 records or 60 s of arrivals, quiet shards written 5 s after
+/// that; multipart above 16 MiB; 6 attempts per S3 request (backoff from 200 ms to 10 s,
+/// with jitter), 60 s per attempt.
 #[derive(Debug, Clone)]
 pub struct SinkConfig {
     s3: aws_sdk_s3::Client,
@@ -252,31 +199,52 @@ pub struct SinkConfig {
     prefix: String,
     stream: String,
     format: Format,
-    max_bytes: usize,
-    max_records: usize,
-    max_age: Duration,
-    put_attempts: usize,
+    compression: Compression,
+    limits: Limits,
+    part_size: usize,
+    attempts: usize,
     min_delay: Duration,
     max_delay: Duration,
 }
 
+/// The sink's retry policy on the client: its own loop only, and a bound per attempt.
+fn sink_client(s3: &aws_sdk_s3::Client, attempt_timeout: Duration) -> aws_sdk_s3::Client {
+    aws_sdk_s3::Client::from_conf(
+        s3.config()
+            .to_builder()
+            .retry_config(RetryConfig::disabled())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .operation_attempt_timeout(attempt_timeout)
+                    .build(),
+            )
+            .build(),
+    )
+}
+
 impl SinkConfig {
-    /// Records of `stream` go to `bucket` through `s3`.
+    /// Records of `stream` go to `bucket` through a client configured as `s3`, with the
+    /// SDK's retries turned off (the sink retries; see the [crate docs](crate#errors)).
     pub fn new(
         s3: aws_sdk_s3::Client,
         bucket: impl Into<String>,
         stream: impl Into<String>,
     ) -> Self {
         SinkConfig {
-            s3,
+            s3: sink_client(&s3, Duration::from_secs(60)),
             bucket: bucket.into(),
             prefix: String::new(),
             stream: stream.into(),
             format: Format::default(),
-            max_bytes: 64 * 1024 * 1024,
-            max_records: 100_000,
-            max_age: Duration::from_secs(60),
-            put_attempts: 6,
+            compression: Compression::default(),
+            limits: Limits {
+                max_records: 100_000,
+                max_bytes: 64 * 1024 * 1024,
+                max_age: Duration::from_secs(60),
+                age_grace: Duration::from_secs(5),
+            },
+            part_size: 16 * 1024 * 1024,
+            attempts: 6,
             min_delay: Duration::from_millis(200),
             max_delay: Duration::from_secs(10),
         }
@@ -294,173 +262,100 @@ impl SinkConfig {
         self
     }
 
-    /// Cut an object once its encoded size reaches this many bytes (at least 1). A record
-    /// that would push a non-empty buffer past it starts the next object instead.
+    /// The objects' compression.
+    pub fn compression(mut self, compression: Compression) -> Self {
+        self.compression = compression;
+        self
+    }
+
+    /// Cut an object once its encoded size (before compression) reaches this many bytes (at
+    /// least 1). A record that would push a non-empty buffer past it starts the next object
+    /// instead.
     pub fn max_bytes(mut self, max: usize) -> Self {
-        self.max_bytes = max.max(1);
+        self.limits.max_bytes = max.max(1);
         self
     }
 
     /// Cut an object once it holds this many records (at least 1).
     pub fn max_records(mut self, max: usize) -> Self {
-        self.max_records = max.max(1);
+        self.limits.max_records = max.max(1);
         self
     }
 
-    /// Cut an object once its oldest record was buffered this long ago (checked when a batch
-    /// arrives; see the [limits](crate#limits)).
+    /// A record that arrived in Kinesis this long after an object's first record starts
+    /// the next object; a quiet shard's object is written once this, plus
+    /// [`age_grace`](Self::age_grace), has passed since its first record arrived.
     pub fn max_age(mut self, max: Duration) -> Self {
-        self.max_age = max;
+        self.limits.max_age = max;
         self
     }
 
-    /// Attempts per `PutObject` for errors that may pass (at least 1), each one itself
-    /// retried by the SDK's retry policy; and the backoff between them.
-    pub fn put_attempts(
-        mut self,
-        attempts: usize,
-        min_delay: Duration,
-        max_delay: Duration,
-    ) -> Self {
-        self.put_attempts = attempts.max(1);
+    /// How long after the age deadline a quiet shard's object is written: the allowance for
+    /// reads to catch up and for clock differences, which keeps that cut the one a replay
+    /// makes (see the [limits](crate#limits-when-a-replay-cuts-differently)). Default 5 s.
+    pub fn age_grace(mut self, grace: Duration) -> Self {
+        self.limits.age_grace = grace;
+        self
+    }
+
+    /// Objects larger than this are uploaded in parts of this size (the last one shorter).
+    /// Clamped to S3's limits: at least 5 MiB, at most 5 GiB (and grown when an object would
+    /// need more than 10 000 parts). Default 16 MiB.
+    pub fn part_size(mut self, bytes: usize) -> Self {
+        self.part_size = bytes.clamp(upload::MIN_PART_SIZE, upload::MAX_PART_SIZE);
+        self
+    }
+
+    /// Requests per S3 operation for errors that may pass (at least 1), and the backoff
+    /// between them (exponential from `min_delay` to `max_delay`, with jitter).
+    pub fn attempts(mut self, attempts: usize, min_delay: Duration, max_delay: Duration) -> Self {
+        self.attempts = attempts.max(1);
         self.min_delay = min_delay;
         self.max_delay = max_delay.max(min_delay);
         self
     }
 
-    /// Fails with [`SinkError::BucketNotFound`] when the bucket does not exist. Call it
-    /// before starting the worker.
+    /// How long one S3 request may take before it counts as a timeout (and is retried).
+    /// Requests carry at most one part (or one object up to the part size). Default 60 s.
+    pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
+        self.s3 = sink_client(&self.s3, timeout);
+        self
+    }
+
+    /// The bucket.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// Fails with [`SinkError::BucketNotFound`] when the bucket does not exist, and with
+    /// [`SinkError::HeadBucket`] when it cannot be reached. Call it before starting the worker.
     pub async fn check_bucket(&self) -> Result<(), SinkError> {
-        match self.s3.head_bucket().bucket(&self.bucket).send().await {
+        let checked = self
+            .retry("HeadBucket", "", || {
+                self.s3.head_bucket().bucket(&self.bucket).send()
+            })
+            .await;
+        match checked {
             Ok(_) => Ok(()),
-            Err(e) => {
-                let not_found = e.as_service_error().is_some_and(|s| s.is_not_found())
-                    || e.raw_response().is_some_and(|r| r.status().as_u16() == 404);
-                if not_found {
-                    Err(SinkError::BucketNotFound {
-                        bucket: self.bucket.clone(),
-                    })
-                } else {
-                    Err(SinkError::HeadBucket {
-                        bucket: self.bucket.clone(),
-                        source: aws_sdk_s3::error::DisplayErrorContext(e).to_string().into(),
-                    })
-                }
-            }
+            Err(SinkError::Rejected {
+                status: Some(404), ..
+            }) => Err(SinkError::BucketNotFound {
+                bucket: self.bucket.clone(),
+            }),
+            Err(e @ SinkError::BucketNotFound { .. }) => Err(e),
+            Err(e) => Err(SinkError::HeadBucket {
+                bucket: self.bucket.clone(),
+                source: Box::new(e),
+            }),
         }
     }
 
-    /// A processor factory for [`kinesis_consumer::Worker::builder`].
+    /// A processor factory for [`kinesis_consumer::Worker::builder`]. Build the worker with
+    /// `call_processor_on_empty_batches(true)`, or quiet shards are written only when more
+    /// records arrive, at shutdown or at the shard's end.
     pub fn factory(self) -> impl Fn() -> S3Sink + Send + Sync + 'static {
         let shared = Arc::new(self);
         move || S3Sink::new(shared.clone())
-    }
-
-    async fn put(&self, key: &str, body: Bytes) -> Result<(), SinkError> {
-        let backoff = ExponentialBuilder::default()
-            .with_min_delay(self.min_delay)
-            .with_max_delay(self.max_delay)
-            .with_max_times(self.put_attempts - 1)
-            .with_jitter();
-        let send = || async {
-            self.s3
-                .put_object()
-                .bucket(&self.bucket)
-                .key(key)
-                .content_type(self.format.content_type())
-                .body(ByteStream::from(body.clone()))
-                .send()
-                .await
-        };
-        send.retry(backoff)
-            .when(is_transient)
-            .notify(|e, delay| {
-                tracing::warn!(
-                    key,
-                    ?delay,
-                    error = %aws_sdk_s3::error::DisplayErrorContext(e),
-                    "PutObject failed; retrying"
-                );
-            })
-            .await
-            .map(|_| ())
-            .map_err(|e| SinkError::Put {
-                bucket: self.bucket.clone(),
-                key: key.to_owned(),
-                source: aws_sdk_s3::error::DisplayErrorContext(e).to_string().into(),
-            })
-    }
-}
-
-/// Whether an S3 error may pass on a retry: throttling, 5xx, timeouts, connection failures.
-fn is_transient<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) -> bool {
-    match error {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            true
-        }
-        SdkError::ServiceError(e) => {
-            let status = e.raw().status().as_u16();
-            status >= 500
-                || status == 429
-                || matches!(
-                    e.err().code(),
-                    Some("SlowDown" | "Throttling" | "ThrottlingException" | "RequestTimeout")
-                )
-        }
-        _ => false,
-    }
-}
-
-/// The records of one shard not yet written: the next object's body.
-#[derive(Debug, Default)]
-struct Buffer {
-    body: Vec<u8>,
-    count: usize,
-    first: Option<SequenceNumber>,
-    last: Option<SequenceNumber>,
-    since: Option<Instant>,
-}
-
-/// What [`Buffer::offer`] decided.
-#[derive(Debug, PartialEq, Eq)]
-enum Offer {
-    /// Not taken: write the buffer first, then offer the record again.
-    CutFirst,
-    /// Taken; `full` means the buffer must be written now.
-    Taken { full: bool },
-}
-
-impl Buffer {
-    /// The cut rule: a function of the records since the last cut only, so that a replay
-    /// from a checkpoint (always at a cut) cuts the same batches.
-    fn offer(
-        &mut self,
-        position: SequenceNumber,
-        encoded: &[u8],
-        max_records: usize,
-        max_bytes: usize,
-        now: Instant,
-    ) -> Offer {
-        // A full buffer is one whose write failed (the batch is being re-delivered): it is
-        // written before anything is added, so that the cut stays where the rule put it.
-        if self.count >= max_records
-            || self.body.len() >= max_bytes
-            || (self.count > 0 && self.body.len() + encoded.len() > max_bytes)
-        {
-            return Offer::CutFirst;
-        }
-        self.body.extend_from_slice(encoded);
-        self.count += 1;
-        self.first.get_or_insert_with(|| position.clone());
-        self.last = Some(position);
-        self.since.get_or_insert(now);
-        Offer::Taken {
-            full: self.count >= max_records || self.body.len() >= max_bytes,
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.count == 0
     }
 }
 
@@ -479,40 +374,44 @@ pub struct S3Sink {
 impl S3Sink {
     /// A sink for one shard lease.
     pub fn new(config: Arc<SinkConfig>) -> Self {
+        let buffer = Buffer::new(config.compression);
         S3Sink {
             config,
             shard_id: String::new(),
-            buffer: Buffer::default(),
+            buffer,
             last_taken: None,
         }
     }
 
     /// Writes the buffer as one object, then checkpoints at its last record.
     async fn flush(&mut self, checkpointer: &Checkpointer) -> Result<(), ProcessorError> {
-        let (Some(first), Some(last)) = (&self.buffer.first, &self.buffer.last) else {
+        let Some((first, last)) = self.buffer.range() else {
             return Ok(());
         };
+        let config = &self.config;
         let key = object_key(
-            &self.config.prefix,
-            &self.config.stream,
+            &config.prefix,
+            &config.stream,
             &self.shard_id,
             first,
             last,
-            self.config.format,
+            config.format,
+            config.compression,
         );
-        // The buffer stays until the write succeeded: a failed flush is retried with it.
-        self.config
-            .put(&key, Bytes::copy_from_slice(&self.buffer.body))
-            .await?;
+        let last = Position::Sequence(last.clone());
+        // Sealed until the write succeeds: a failed flush is retried with the same bytes.
+        let body = self.buffer.seal();
+        let bytes = body.len();
+        config.write_object(&key, body).await?;
         tracing::debug!(
             shard = %self.shard_id,
             key,
-            records = self.buffer.count,
-            bytes = self.buffer.body.len(),
+            records = self.buffer.count(),
+            size = self.buffer.size(),
+            bytes,
             "object written"
         );
-        let last = Position::Sequence(last.clone());
-        self.buffer = Buffer::default();
+        self.buffer.clear();
         match checkpointer.checkpoint_at(last).await {
             Ok(()) => Ok(()),
             // The lease is gone or the consumer is stopping: stop.
@@ -531,7 +430,7 @@ impl S3Sink {
 impl RecordProcessor for S3Sink {
     async fn initialize(&mut self, input: InitInput) -> Result<(), ProcessorError> {
         self.shard_id = input.shard_id;
-        self.buffer = Buffer::default();
+        self.buffer.clear();
         self.last_taken = None;
         Ok(())
     }
@@ -540,7 +439,11 @@ impl RecordProcessor for S3Sink {
         if self.shard_id.is_empty() {
             input.shard_id.clone_into(&mut self.shard_id);
         }
-        let (max_records, max_bytes) = (self.config.max_records, self.config.max_bytes);
+        // A batch cut earlier whose write failed is finished before anything else.
+        if self.buffer.is_sealed() {
+            self.flush(input.checkpointer).await?;
+        }
+        let limits = self.config.limits;
         for record in input.records {
             let position = SequenceNumber::new(&record.sequence_number, record.sub_sequence_number)
                 .map_err(|_| {
@@ -550,26 +453,28 @@ impl RecordProcessor for S3Sink {
                 continue; // Re-delivered after a failed attempt: already buffered or written.
             }
             let encoded = self.config.format.encode(record);
+            let arrival = record.approximate_arrival_timestamp;
             let now = Instant::now();
-            let mut offer =
-                self.buffer
-                    .offer(position.clone(), &encoded, max_records, max_bytes, now);
+            let mut offer = self
+                .buffer
+                .offer(position.clone(), &encoded, arrival, &limits, now);
             if offer == Offer::CutFirst {
                 self.flush(input.checkpointer).await?;
                 offer = self
                     .buffer
-                    .offer(position.clone(), &encoded, max_records, max_bytes, now);
+                    .offer(position.clone(), &encoded, arrival, &limits, now);
             }
             self.last_taken = Some(position);
             if offer == (Offer::Taken { full: true }) {
                 self.flush(input.checkpointer).await?;
             }
         }
-        if self
-            .buffer
-            .since
-            .is_some_and(|since| since.elapsed() >= self.config.max_age)
-        {
+        if self.buffer.age_due(
+            &limits,
+            input.millis_behind_latest,
+            SystemTime::now(),
+            Instant::now(),
+        ) {
             self.flush(input.checkpointer).await?;
         }
         Ok(())
@@ -577,7 +482,7 @@ impl RecordProcessor for S3Sink {
 
     async fn lease_lost(&mut self) {
         // No checkpoint is possible any more: the new owner replays these records.
-        self.buffer = Buffer::default();
+        self.buffer.clear();
     }
 
     async fn shard_ended(&mut self, input: ShardEndedInput<'_>) -> Result<(), ProcessorError> {
@@ -588,9 +493,6 @@ impl RecordProcessor for S3Sink {
         &mut self,
         checkpointer: &Checkpointer,
     ) -> Result<(), ProcessorError> {
-        if self.buffer.is_empty() {
-            return Ok(());
-        }
         self.flush(checkpointer).await
     }
 }
@@ -599,142 +501,32 @@ impl RecordProcessor for S3Sink {
 mod tests {
     use super::*;
 
-    fn record(seq: &str, sub: u64, key: &str, data: &[u8]) -> Record {
-        Record {
-            data: Bytes::copy_from_slice(data),
-            partition_key: key.to_owned(),
-            explicit_hash_key: None,
-            sequence_number: seq.into(),
-            sub_sequence_number: sub,
-            approximate_arrival_timestamp: None,
-            aggregated: false,
-        }
-    }
-
-    #[test]
-    fn base64_matches_rfc4648_vectors() {
-        let cases = [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ];
-        for (plain, encoded) in cases {
-            assert_eq!(base64(plain.as_bytes()), encoded);
-        }
-        assert_eq!(base64(&[0xff, 0xfe, 0x00]), "//4A");
-    }
-
-    #[test]
-    fn ndjson_lines_carry_positions_and_tell_text_from_base64() {
-        let text = Format::Ndjson.encode(&record("42", 3, "k\"1", b"hi \"there\""));
-        assert_eq!(
-            std::str::from_utf8(&text).unwrap(),
-            "{\"seq\":\"42\",\"subseq\":3,\"key\":\"k\\\"1\",\"data\":\"hi \\\"there\\\"\"}\n"
+    fn config() -> SinkConfig {
+        let s3 = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::Config::builder()
+                .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+                .region(aws_sdk_s3::config::Region::new("us-east-1"))
+                .build(),
         );
-        let binary = Format::Ndjson.encode(&record("42", 0, "k", &[0xff, 0x00]));
-        let v: serde_json::Value = serde_json::from_slice(&binary).unwrap();
-        assert_eq!(v["data"], "/wA=");
-        assert_eq!(v["encoding"], "base64");
-        let raw = Format::LengthPrefixed.encode(&record("1", 0, "k", b"abc"));
-        assert_eq!(raw, b"\0\0\0\x03abc");
+        SinkConfig::new(s3, "b", "s")
     }
 
     #[test]
-    fn keys_are_deterministic_and_prefix_slashes_ignored() {
-        let a = SequenceNumber::new("100", 0).unwrap();
-        let b = SequenceNumber::new("250", 7).unwrap();
-        assert_eq!(
-            object_key("/out/", "s", "shardId-000000000001", &a, &b, Format::Ndjson),
-            "out/s/shardId-000000000001/100-0_250-7.ndjson"
-        );
-        assert_eq!(
-            object_key("", "s", "sh", &a, &b, Format::LengthPrefixed),
-            "s/sh/100-0_250-7.bin"
-        );
-    }
-
-    /// Feeds `sizes` (record i has position i) through the cut rule, splitting the input
-    /// after every `split` records as GetRecords might; returns the cut batches' positions.
-    fn cuts(
-        sizes: &[usize],
-        split: usize,
-        max_records: usize,
-        max_bytes: usize,
-    ) -> Vec<(u64, u64)> {
-        let mut buffer = Buffer::default();
-        let mut out = Vec::new();
-        let now = Instant::now();
-        let mut take = |buffer: &mut Buffer| {
-            let b = std::mem::take(buffer);
-            out.push((
-                b.first.unwrap().sequence().parse().unwrap(),
-                b.last.unwrap().sequence().parse().unwrap(),
-            ));
-        };
-        for chunk in sizes.chunks(split).enumerate().map(|(c, s)| (c * split, s)) {
-            for (i, size) in chunk.1.iter().enumerate() {
-                let pos = SequenceNumber::new(&(chunk.0 + i).to_string(), 0).unwrap();
-                let body = vec![b'x'; *size];
-                let mut offer = buffer.offer(pos.clone(), &body, max_records, max_bytes, now);
-                if offer == Offer::CutFirst {
-                    take(&mut buffer);
-                    offer = buffer.offer(pos, &body, max_records, max_bytes, now);
-                }
-                if offer == (Offer::Taken { full: true }) {
-                    take(&mut buffer);
-                }
-            }
-        }
-        if !buffer.is_empty() {
-            take(&mut buffer);
-        }
-        out
+    fn part_sizes_stay_within_s3_limits() {
+        assert_eq!(config().part_size(1).part_size, 5 * 1024 * 1024);
+        assert_eq!(config().part_size(8 << 20).part_size, 8 << 20);
+        assert_eq!(config().part_size(usize::MAX).part_size, 5 << 30);
     }
 
     #[test]
-    fn cuts_depend_on_records_not_on_input_batches() {
-        let sizes: Vec<usize> = (0..50).map(|i| 1 + (i * 7) % 13).collect();
-        let reference = cuts(&sizes, 50, 8, 40);
-        for split in [1, 3, 7, 20] {
-            assert_eq!(cuts(&sizes, split, 8, 40), reference, "split {split}");
-        }
-        // Every record exactly once, in order.
-        let mut next = 0;
-        for (first, last) in &reference {
-            assert_eq!(*first, next);
-            next = last + 1;
-        }
-        assert_eq!(next, 50);
-    }
-
-    #[test]
-    fn a_full_buffer_whose_write_failed_is_cut_before_taking_more() {
-        let now = Instant::now();
-        let mut buffer = Buffer::default();
-        let pos = |i: u64| SequenceNumber::new(&i.to_string(), 0).unwrap();
+    fn the_sink_client_has_no_sdk_retries() {
+        let c = config().attempt_timeout(Duration::from_secs(7));
+        let conf = c.s3.config();
+        assert_eq!(conf.retry_config().map(|r| r.max_attempts()), Some(1));
         assert_eq!(
-            buffer.offer(pos(1), b"a", 2, 100, now),
-            Offer::Taken { full: false }
+            conf.timeout_config()
+                .and_then(|t| t.operation_attempt_timeout()),
+            Some(Duration::from_secs(7))
         );
-        assert_eq!(
-            buffer.offer(pos(2), b"b", 2, 100, now),
-            Offer::Taken { full: true }
-        );
-        // The write failed; the next record of the re-delivered batch must not join it.
-        assert_eq!(buffer.offer(pos(3), b"c", 2, 100, now), Offer::CutFirst);
-        assert_eq!(buffer.count, 2);
-    }
-
-    #[test]
-    fn count_and_size_limits_cut() {
-        assert_eq!(cuts(&[1; 5], 5, 2, 100), [(0, 1), (2, 3), (4, 4)]);
-        // 4 + 4 fits in 10, a third does not: cut before it.
-        assert_eq!(cuts(&[4; 5], 5, 100, 10), [(0, 1), (2, 3), (4, 4)]);
-        // Reaching the limit exactly cuts at once; an oversized record is alone.
-        assert_eq!(cuts(&[5, 5, 20, 1], 4, 100, 10), [(0, 1), (2, 2), (3, 3)]);
     }
 }

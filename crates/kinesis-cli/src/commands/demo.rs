@@ -102,6 +102,8 @@ pub async fn run(out: &Output, args: DemoArgs) -> Result<()> {
         .initial_position(InitialPosition::TrimHorizon)
         .idle_time_between_reads(Duration::from_millis(200))
         .shard_sync_interval(Duration::from_secs(5))
+        // Quiet shards still get their objects written once the age threshold passes.
+        .call_processor_on_empty_batches(true)
         .build();
         let handle = worker.handle();
         let name = id.clone();
@@ -280,7 +282,7 @@ pub async fn run(out: &Output, args: DemoArgs) -> Result<()> {
 fn demo_payload(id: u64) -> Bytes {
     Bytes::from(format!(
         "{{\"id\":{id},\"event\":\"order-placed\",\"amount_cents\":{}}}",
-        (id * 7919) % 100_000
+        id.wrapping_mul(7919) % 100_000
     ))
 }
 

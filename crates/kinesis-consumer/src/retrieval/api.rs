@@ -176,6 +176,27 @@ fn parse_range(range: Option<aws_sdk_kinesis::types::HashKeyRange>) -> Option<Ha
     Some(HashKeyRange::new(start, end))
 }
 
+/// A record as the SDK returns it (GetRecords and SubscribeToShard alike).
+pub(crate) fn read_record(r: aws_sdk_kinesis::types::Record) -> ReadRecord {
+    ReadRecord {
+        sequence_number: r.sequence_number.into(),
+        partition_key: r.partition_key.unwrap_or_default(),
+        data: Bytes::from(r.data.into_inner()),
+        approximate_arrival_timestamp: r
+            .approximate_arrival_timestamp
+            .and_then(|t| SystemTime::try_from(t).ok()),
+    }
+}
+
+/// A child shard as the SDK returns it at a shard's end.
+pub(crate) fn child_shard(c: aws_sdk_kinesis::types::ChildShard) -> ChildShard {
+    ChildShard {
+        shard_id: c.shard_id,
+        parent_shard_ids: c.parent_shards,
+        hash_key_range: parse_range(c.hash_key_range),
+    }
+}
+
 #[async_trait]
 impl KinesisApi for SdkApi {
     async fn get_shard_iterator(
@@ -217,27 +238,12 @@ impl KinesisApi for SdkApi {
             .send()
             .await
             .map_err(classify)?;
-        let records = out
-            .records
-            .into_iter()
-            .map(|r| ReadRecord {
-                sequence_number: r.sequence_number.into(),
-                partition_key: r.partition_key.unwrap_or_default(),
-                data: Bytes::from(r.data.into_inner()),
-                approximate_arrival_timestamp: r
-                    .approximate_arrival_timestamp
-                    .and_then(|t| SystemTime::try_from(t).ok()),
-            })
-            .collect();
+        let records = out.records.into_iter().map(read_record).collect();
         let child_shards = out
             .child_shards
             .unwrap_or_default()
             .into_iter()
-            .map(|c| ChildShard {
-                shard_id: c.shard_id,
-                parent_shard_ids: c.parent_shards,
-                hash_key_range: parse_range(c.hash_key_range),
-            })
+            .map(child_shard)
             .collect();
         Ok(Page {
             records,

@@ -284,10 +284,10 @@ impl Reader {
         let delay = backoff_delay(self.failures);
         let shard_id = self.shard.shard_id.clone();
         if e.kind == ErrorKind::Throttled {
-            metrics::counter!(format!("{operation}.Throttled"), "shard_id" => shard_id.clone())
+            metrics::counter!(format!("{operation}.Throttled"), "ShardId" => shard_id.clone())
                 .increment(1);
         } else {
-            metrics::counter!(format!("{operation}.Errors"), "shard_id" => shard_id.clone())
+            metrics::counter!(format!("{operation}.Errors"), "ShardId" => shard_id.clone())
                 .increment(1);
         }
         warn!(shard_id, operation, error = %e, attempt = self.failures, ?delay, "backing off");
@@ -312,9 +312,9 @@ impl Reader {
             match self.api.get_records(&iterator, self.limit as i32).await {
                 Ok(page) => {
                     self.failures = 0;
-                    metrics::counter!("GetRecords.Success", "shard_id" => shard_id.clone())
+                    metrics::counter!("GetRecords.Success", "ShardId" => shard_id.clone())
                         .increment(1);
-                    metrics::histogram!("GetRecords.Time", "shard_id" => shard_id.clone())
+                    metrics::histogram!("GetRecords.Time", "ShardId" => shard_id.clone())
                         .record(started.elapsed().as_secs_f64() * 1000.0);
                     // Behind the tip: read again at the floor. A full page says so, and so does
                     // MillisBehindLatest > 0 on a page that Kinesis cut at 10 MiB before
@@ -355,7 +355,7 @@ impl Reader {
                         self.back_off("GetRecords", &e).await;
                     }
                     ErrorKind::ExpiredIterator => {
-                        metrics::counter!("ExpiredIterator", "shard_id" => shard_id.clone())
+                        metrics::counter!("ExpiredIterator", "ShardId" => shard_id.clone())
                             .increment(1);
                         let restart = match &last_received {
                             Some(seq) => StartingPoint::AfterSequence(seq.to_string()),

@@ -72,6 +72,11 @@ impl FakeApi {
         self.state.lock().unwrap().errors.push_back((op, kind));
     }
 
+    /// ListShards answers ResourceNotFound: the stream is gone.
+    pub(crate) fn remove_stream(&self) {
+        self.state.lock().unwrap().stream_missing = true;
+    }
+
     /// Pages hold at most `cap` records, as Kinesis cuts a page at 10 MiB.
     pub(crate) fn cap_pages(&self, cap: usize) {
         self.state.lock().unwrap().page_cap = Some(cap);

@@ -168,7 +168,7 @@ impl Setup {
             ShardLease::new("stream", SHARD, checkpoint),
             processor,
             self.sink.clone(),
-            Retrieval::with_api(self.api.clone(), config),
+            RecordSources::with_api(self.api.clone(), config),
             options,
         )
     }
@@ -627,6 +627,133 @@ async fn a_shard_end_checkpoint_means_nothing_to_do() {
         .await;
     assert!(matches!(outcome, ShardConsumerOutcome::ShardEnded { .. }));
     assert!(s.log().is_empty());
+}
+
+// ---- empty batches (call_processor_on_empty_batches) ----
+
+fn with_empty_batches(call: bool, policy: ProcessorErrorPolicy) -> ShardConsumerOptions {
+    ShardConsumerOptions {
+        error_policy: policy,
+        call_processor_on_empty_batches: call,
+        ..ShardConsumerOptions::default()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn empty_reads_reach_the_processor_only_when_asked() {
+    for call in [false, true] {
+        let s = setup(3);
+        let handle = s
+            .consumer(
+                Position::TrimHorizon,
+                Script::default(),
+                with_empty_batches(call, ProcessorErrorPolicy::default()),
+            )
+            .spawn();
+        s.wait_for_batches(1).await;
+        if call {
+            // Reads keep finding nothing: each is a call with no records.
+            s.wait_for_batches(4).await;
+        } else {
+            // 25 idle reads (200 ms apart) find nothing; none reaches the processor.
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            assert_eq!(s.batches().len(), 1);
+        }
+        s.api.push([record(3, "r3"), record(4, "r4")]);
+        let mut seen = s.batches_seen.subscribe();
+        seen.wait_for(|_| s.delivered().len() == 5).await.unwrap();
+        handle.request_shutdown();
+        assert!(matches!(
+            handle.join().await,
+            ShardConsumerOutcome::ShutDown
+        ));
+        let batches = s.batches();
+        assert_eq!(batches[0], (0..3).map(r).collect::<Vec<_>>(), "{call}");
+        let with_records: Vec<_> = batches.iter().filter(|b| !b.is_empty()).collect();
+        assert_eq!(with_records.len(), 2, "{call}: {batches:?}");
+        assert_eq!(*with_records[1], (3..5).map(r).collect::<Vec<_>>());
+        let empty = batches.len() - 2;
+        if call {
+            assert!(empty >= 3, "{batches:?}");
+        } else {
+            assert_eq!(empty, 0, "{batches:?}");
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_empty_call_backs_off_and_the_next_read_calls_again() {
+    let s = setup(2);
+    let script = Script {
+        fail_calls: vec![2], // the first empty call
+        ..Script::default()
+    };
+    let handle = s
+        .consumer(
+            Position::TrimHorizon,
+            script,
+            with_empty_batches(
+                true,
+                ProcessorErrorPolicy::Retry {
+                    backoff: fast_retry(),
+                },
+            ),
+        )
+        .spawn();
+    s.wait_for_batches(4).await;
+    handle.request_shutdown();
+    assert!(matches!(
+        handle.join().await,
+        ShardConsumerOutcome::ShutDown
+    ));
+    let batches = s.batches();
+    // Nothing was redelivered: the records once, then only empty calls.
+    assert_eq!(batches[0], (0..2).map(r).collect::<Vec<_>>());
+    assert!(batches[1..].iter().all(Vec::is_empty), "{batches:?}");
+
+    // Under StopShard, a failed empty call stops the shard like any other failure.
+    let s = setup(2);
+    let script = Script {
+        fail_calls: vec![2],
+        ..Script::default()
+    };
+    let outcome = s
+        .consumer(
+            Position::TrimHorizon,
+            script,
+            with_empty_batches(true, ProcessorErrorPolicy::StopShard),
+        )
+        .spawn()
+        .join()
+        .await;
+    assert!(
+        matches!(outcome, ShardConsumerOutcome::ProcessorFailed { .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(s.batches().len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_empty_read_at_the_shard_end_goes_to_shard_ended_only() {
+    let s = setup(0);
+    s.close_with_child();
+    let outcome = s
+        .consumer(
+            Position::TrimHorizon,
+            Script::default(),
+            with_empty_batches(true, ProcessorErrorPolicy::default()),
+        )
+        .spawn()
+        .join()
+        .await;
+    assert!(matches!(outcome, ShardConsumerOutcome::ShardEnded { .. }));
+    assert_eq!(
+        s.log(),
+        [
+            Ev::Init(Position::TrimHorizon),
+            Ev::ShardEnded(vec!["shardId-000000000001".into()])
+        ]
+    );
 }
 
 // ---- deaggregation and the resume filter ----

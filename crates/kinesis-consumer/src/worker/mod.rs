@@ -13,14 +13,18 @@
 //!  shutdown()           │ request_shutdown() on all ─► join ─► release (evict) every lease    │ │
 //!                       └──────────────────────────────────────────────────────────────────────┘ │
 //!         ShardConsumer per lease: GetRecords ─► deaggregate ─► RecordProcessor ─► Checkpointer ◄┘
-//!                                                          (LeaseSink: conditional writes)
+//!         (or SubscribeToShard: Retrieval)                 (LeaseSink: conditional writes)
 //! ```
+//!
+//! With [`Retrieval::FanOut`], `run` registers the application's stream consumer (or finds
+//! it) before it takes any lease, and fails with [`WorkerError::Retrieval`] if it cannot.
 //!
 //! Timing defaults are the KCL's where they exist (`failover_time` 10 s, renew every third of
 //! it, shard sync every 60 s); the lease taker runs every second instead of every 20 s, so that
 //! a released lease is picked up at once and a fair assignment is reached within a few seconds.
 //! A scan per second per worker costs a few read units for tables of tens of leases.
 
+mod health;
 mod sink;
 pub(crate) mod sync;
 
@@ -35,16 +39,22 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{debug, info, warn};
 
 use crate::lease::{
-    AssignmentConfig, DynamoLeaseStore, Lease, LeaseError, LeaseStore, LeaseTracker, plan,
+    AssignmentConfig, DynamoLeaseStore, Lease, LeaseError, LeaseStore,
+    assignment::{TakePass, Taker},
 };
 use crate::position::Position;
 use crate::processor::{PendingCheckpoint, ProcessorErrorPolicy, ProcessorFactory};
-use crate::retrieval::{PollingConfig, Retrieval};
+use crate::retrieval::{RecordSources, Retrieval, RetrievalError};
 use crate::shard_consumer::{
     ShardConsumer, ShardConsumerHandle, ShardConsumerOptions, ShardConsumerOutcome, ShardLease,
 };
 use sink::{LeaseSink, SharedLease};
 use sync::ShardInfo;
+
+use health::{HealthBoard, ShardActivity, Tracked, TrackedSources};
+pub use health::{
+    HealthPolicy, HealthProblem, ProcessorCall, ShardHealth, WorkerHealth, WorkerStatus,
+};
 
 /// Where a new application starts reading (the KCL's `initialPositionInStream`). Children of
 /// a resharded shard always start at their first record, whatever this says.
@@ -92,6 +102,10 @@ pub enum WorkerError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The shards cannot be read: with enhanced fan-out, the stream consumer could not be
+    /// registered (e.g. [`RetrievalError::ConsumerLimitExceeded`]).
+    #[error("retrieval: {0}")]
+    Retrieval(#[from] RetrievalError),
 }
 
 /// Settings of a [`Worker`]; see [`Worker::builder`].
@@ -107,13 +121,26 @@ pub struct WorkerBuilder<F> {
     lease_store: Option<Arc<dyn LeaseStore>>,
     failover_time: Duration,
     take_interval: Duration,
+    take_interval_when_stable: Option<Duration>,
     shard_sync_interval: Duration,
     initial_position: InitialPosition,
-    polling: PollingConfig,
+    retrieval: Retrieval,
     max_leases_for_worker: usize,
     max_leases_to_steal_at_one_time: usize,
     error_policy: ProcessorErrorPolicy,
     cleanup_leases: bool,
+    call_processor_on_empty_batches: bool,
+    take_pass_hook: Option<TakePassHook>,
+}
+
+/// Called after every lease-taker pass; see [`WorkerBuilder::on_take_pass`].
+#[derive(Clone)]
+struct TakePassHook(Arc<dyn Fn(&TakePass) + Send + Sync>);
+
+impl std::fmt::Debug for TakePassHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TakePassHook")
+    }
 }
 
 impl<F: ProcessorFactory> WorkerBuilder<F> {
@@ -143,6 +170,19 @@ impl<F: ProcessorFactory> WorkerBuilder<F> {
         self
     }
 
+    /// Lets the lease taker slow down while nothing changes: after each pass that finds
+    /// nothing to take, no lease free and no race lost, the wait doubles, up to `max`; a
+    /// pass with anything to do, or a lease lost (a newcomer stealing), brings it back to
+    /// [`lease_taker_interval`](Self::lease_taker_interval). Every pass scans the whole
+    /// table (read units grow with leases × workers / interval), so this is for large
+    /// tables: a worker joining still gets its share within a pass of its own, but leases
+    /// released by a graceful shutdown or expired after a crash wait up to `max` longer.
+    /// Default: no slowing down.
+    pub fn lease_taker_interval_when_stable(mut self, max: Duration) -> Self {
+        self.take_interval_when_stable = Some(max);
+        self
+    }
+
     /// How often the stream's shards are listed to create leases for new ones (the KCL's
     /// `shardSyncIntervalMillis`). Default 60 s; a shard end triggers one at once.
     pub fn shard_sync_interval(mut self, interval: Duration) -> Self {
@@ -156,16 +196,30 @@ impl<F: ProcessorFactory> WorkerBuilder<F> {
         self
     }
 
-    /// Records per `GetRecords` call (the KCL's `maxRecords`). Default 10 000.
+    /// How shards are read: [`Retrieval::Polling`] (the default) or
+    /// [`Retrieval::FanOut`] (enhanced fan-out; the consumer is registered when the worker
+    /// starts, named after the application). Replaces the polling settings made so far.
+    pub fn retrieval(mut self, retrieval: Retrieval) -> Self {
+        self.retrieval = retrieval;
+        self
+    }
+
+    /// Records per `GetRecords` call (the KCL's `maxRecords`). Default 10 000. Polling
+    /// only (no effect with enhanced fan-out).
     pub fn max_records(mut self, max: u32) -> Self {
-        self.polling.max_records = max;
+        if let Retrieval::Polling(polling) = &mut self.retrieval {
+            polling.max_records = max;
+        }
         self
     }
 
     /// Pause after a read that returned nothing (the KCL's `idleTimeBetweenReadsInMillis`).
     /// Default 1.5 s; at least 200 ms (5 reads per second per shard is the Kinesis limit).
+    /// Polling only (no effect with enhanced fan-out).
     pub fn idle_time_between_reads(mut self, idle: Duration) -> Self {
-        self.polling.idle_time_between_reads = idle;
+        if let Retrieval::Polling(polling) = &mut self.retrieval {
+            polling.idle_time_between_reads = idle;
+        }
         self
     }
 
@@ -189,6 +243,14 @@ impl<F: ProcessorFactory> WorkerBuilder<F> {
         self
     }
 
+    /// Call `process_records` with an empty batch after a read that found nothing new (the
+    /// KCL's `callProcessRecordsEvenForEmptyRecordList`): a processor that buffers can then
+    /// flush by age on a quiet shard. Default false: processors see only non-empty batches.
+    pub fn call_processor_on_empty_batches(mut self, call: bool) -> Self {
+        self.call_processor_on_empty_batches = call;
+        self
+    }
+
     /// Delete finished shards' leases once their children have started (the KCL's
     /// `cleanupLeasesUponShardCompletion`). Default true.
     pub fn cleanup_leases_upon_shard_completion(mut self, cleanup: bool) -> Self {
@@ -203,6 +265,14 @@ impl<F: ProcessorFactory> WorkerBuilder<F> {
         self
     }
 
+    /// Calls `hook` after every lease-taker pass with what the pass saw and did (tests and
+    /// benchmarks count passes and lease moves with it). Not a stable API.
+    #[doc(hidden)]
+    pub fn on_take_pass(mut self, hook: impl Fn(&TakePass) + Send + Sync + 'static) -> Self {
+        self.take_pass_hook = Some(TakePassHook(Arc::new(hook)));
+        self
+    }
+
     /// The worker. Nothing is contacted until [`Worker::run`].
     pub fn build(self) -> Worker<F> {
         let table = self
@@ -213,11 +283,23 @@ impl<F: ProcessorFactory> WorkerBuilder<F> {
             .unwrap_or_else(|| Arc::new(DynamoLeaseStore::new(self.dynamodb, table)));
         let (shutdown, _) = watch::channel(false);
         let (done, _) = watch::channel(false);
+        let worker_id = self.worker_id.unwrap_or_else(default_worker_id);
+        let health = HealthBoard::new(worker_id.clone(), self.failover_time);
+        let retrieval = RecordSources::new(
+            self.retrieval,
+            self.kinesis.clone(),
+            &self.application_name,
+            &self.stream,
+        );
         Worker {
-            shared: Arc::new(Shared { shutdown, done }),
-            worker_id: self.worker_id.unwrap_or_else(default_worker_id),
+            shared: Arc::new(Shared {
+                shutdown,
+                done,
+                health,
+            }),
+            worker_id,
             stream: self.stream,
-            retrieval: Retrieval::polling(self.kinesis.clone(), self.polling),
+            retrieval,
             kinesis: self.kinesis,
             store,
             factory: self.factory,
@@ -226,10 +308,15 @@ impl<F: ProcessorFactory> WorkerBuilder<F> {
                 .with_max_leases_per_worker(self.max_leases_for_worker)
                 .with_max_leases_to_steal_at_one_time(self.max_leases_to_steal_at_one_time),
             take_interval: self.take_interval,
+            take_interval_when_stable: self
+                .take_interval_when_stable
+                .map(|max| max.max(self.take_interval)),
             shard_sync_interval: self.shard_sync_interval,
             initial_position: self.initial_position,
             error_policy: self.error_policy,
             cleanup_leases: self.cleanup_leases,
+            call_processor_on_empty_batches: self.call_processor_on_empty_batches,
+            take_pass_hook: self.take_pass_hook,
         }
     }
 }
@@ -238,6 +325,7 @@ impl<F: ProcessorFactory> WorkerBuilder<F> {
 struct Shared {
     shutdown: watch::Sender<bool>,
     done: watch::Sender<bool>,
+    health: HealthBoard,
 }
 
 /// A KCL-class consumer worker; see the [module docs](self).
@@ -246,15 +334,18 @@ pub struct Worker<F> {
     worker_id: String,
     stream: String,
     kinesis: aws_sdk_kinesis::Client,
-    retrieval: Retrieval,
+    retrieval: RecordSources,
     store: Arc<dyn LeaseStore>,
     factory: F,
     assignment: AssignmentConfig,
     take_interval: Duration,
+    take_interval_when_stable: Option<Duration>,
     shard_sync_interval: Duration,
     initial_position: InitialPosition,
     error_policy: ProcessorErrorPolicy,
     cleanup_leases: bool,
+    call_processor_on_empty_batches: bool,
+    take_pass_hook: Option<TakePassHook>,
 }
 
 impl<F> std::fmt::Debug for Worker<F> {
@@ -284,6 +375,14 @@ impl WorkerHandle {
         // wait for, and then `run` would return at once anyway.
         let _ = done.wait_for(|d| *d).await;
     }
+
+    /// The worker's health now: leases held, the age of the last answered renewal pass,
+    /// lease-table scan and shard sync, and per shard the running processor call and the
+    /// time since the last progress. Cheap (a short lock and a copy): call it on every
+    /// request of a health endpoint, and judge it with [`WorkerHealth::is_healthy`].
+    pub fn health(&self) -> WorkerHealth {
+        self.shared.health.snapshot()
+    }
 }
 
 impl Worker<()> {
@@ -307,13 +406,16 @@ impl Worker<()> {
             lease_store: None,
             failover_time: Duration::from_secs(10),
             take_interval: Duration::from_secs(1),
+            take_interval_when_stable: None,
             shard_sync_interval: Duration::from_secs(60),
             initial_position: InitialPosition::default(),
-            polling: PollingConfig::default(),
+            retrieval: Retrieval::default(),
             max_leases_for_worker: usize::MAX,
             max_leases_to_steal_at_one_time: usize::MAX,
             error_policy: ProcessorErrorPolicy::default(),
             cleanup_leases: true,
+            call_processor_on_empty_batches: false,
+            take_pass_hook: None,
         }
     }
 }
@@ -337,16 +439,27 @@ impl<F: ProcessorFactory> Worker<F> {
     /// Dropping the future stops everything without releasing leases: other workers take
     /// them after the failover time, as after a crash.
     pub async fn run(self) -> Result<(), WorkerError> {
+        self.shared.health.set_status(WorkerStatus::Starting);
         let result = self.run_inner().await;
+        self.shared.health.set_status(WorkerStatus::Stopped);
         self.shared.done.send_replace(true);
         result
     }
 
     async fn run_inner(&self) -> Result<(), WorkerError> {
         self.store.ensure_table().await?;
+        // Enhanced fan-out: the stream consumer exists and is ACTIVE before any lease is
+        // taken, and a worker that cannot register one fails here, once. Registering can
+        // take a while on AWS: a shutdown meanwhile ends the run (nothing is held yet).
+        let mut stop = self.shared.shutdown.subscribe();
+        tokio::select! {
+            prepared = self.retrieval.prepare() => prepared?,
+            _ = stop.wait_for(|stop| *stop) => return Ok(()),
+        }
         let mut state = State::new(self);
         state.shard_sync().await?;
         info!(worker = %self.worker_id, stream = %self.stream, "worker started");
+        self.shared.health.set_status(WorkerStatus::Running);
 
         let mut shutdown = self.shared.shutdown.subscribe();
         let renew_interval = renew_interval(self.assignment.failover_time);
@@ -378,7 +491,12 @@ impl<F: ProcessorFactory> Worker<F> {
                     }
                 }
             }
+            state.publish_health();
+            if let Some(wait) = state.next_take.take() {
+                take.reset_after(wait);
+            }
         }
+        self.shared.health.set_status(WorkerStatus::ShuttingDown);
         state.shut_down().await;
         info!(worker = %self.worker_id, "worker shut down; leases released");
         Ok(())
@@ -416,6 +534,8 @@ struct Held {
     lease: SharedLease,
     consumer: ShardConsumerHandle,
     last_renewed: Instant,
+    /// What its consumer last did, for [`WorkerHandle::health`].
+    activity: Arc<ShardActivity>,
 }
 
 /// The run loop's state.
@@ -424,11 +544,16 @@ struct State<'w, F> {
     held: BTreeMap<String, Held>,
     /// Consumers told their lease is lost, finishing their in-flight call.
     stopping: Vec<ShardConsumerHandle>,
-    tracker: LeaseTracker,
+    /// Scans, plans (see [`crate::lease::assignment`]) and takes; keeps the expiry clock.
+    taker: Taker,
     /// The latest lease-table scan, for children waiting on their parents. `None` until
     /// the first scan, so that "no parent lease" is never read from an empty start.
     snapshot: watch::Sender<Option<Arc<Vec<Lease>>>>,
     sync_requested: bool,
+    /// With [`WorkerBuilder::lease_taker_interval_when_stable`]: the current wait between
+    /// take passes, and a new one for the run loop to apply.
+    take_wait: Duration,
+    next_take: Option<Duration>,
 }
 
 impl<'w, F: ProcessorFactory> State<'w, F> {
@@ -437,9 +562,11 @@ impl<'w, F: ProcessorFactory> State<'w, F> {
             worker,
             held: BTreeMap::new(),
             stopping: Vec::new(),
-            tracker: LeaseTracker::new(),
+            taker: Taker::new(worker.worker_id.clone(), worker.assignment.clone()),
             snapshot: watch::channel(None).0,
             sync_requested: false,
+            take_wait: worker.take_interval,
+            next_take: None,
         }
     }
 
@@ -456,14 +583,27 @@ impl<'w, F: ProcessorFactory> State<'w, F> {
             renewals.spawn(async move {
                 let mut lease = lease.lock().await;
                 let result = store.renew_lease(&lease).await;
-                if let Ok(renewed) = &result {
-                    *lease = renewed.clone();
+                match &result {
+                    Ok(renewed) => *lease = renewed.clone(),
+                    // An unknown outcome (an attempt applied, then the answers lost or
+                    // throttled) may have moved the counter on: re-read it, as the
+                    // checkpoint sink does, or the next checkpoint reads as a lost lease.
+                    Err(e) if e.is_retryable() => {
+                        if let Ok(Some(current)) = store.get_lease(&lease.lease_key).await
+                            && current.owner == lease.owner
+                        {
+                            *lease = current;
+                        }
+                    }
+                    Err(_) => {}
                 }
                 (key, result.map(|_| ()))
             });
         }
         let now = Instant::now();
         let failover = self.worker.assignment.failover_time;
+        // Whether the table answered every renewal (a lost lease is an answer too).
+        let mut answered = true;
         while let Some(joined) = renewals.join_next().await {
             let Ok((key, result)) = joined else { continue };
             match result {
@@ -474,6 +614,7 @@ impl<'w, F: ProcessorFactory> State<'w, F> {
                 }
                 Err(e) if e.is_lease_lost() => self.lose(&key, "renewal found it changed"),
                 Err(e) => {
+                    answered = false;
                     let stale = self
                         .held
                         .get(&key)
@@ -487,9 +628,22 @@ impl<'w, F: ProcessorFactory> State<'w, F> {
             }
         }
         metrics::gauge!("LeasesHeld").set(self.held.len() as f64);
+        if answered {
+            self.worker.shared.health.renewed();
+        }
+    }
+
+    /// Tells the health board which leases are held now.
+    fn publish_health(&self) {
+        self.worker
+            .shared
+            .health
+            .set_shards(self.held.values().map(|h| h.activity.clone()));
     }
 
     fn lose(&mut self, key: &str, why: &str) {
+        // Something changes in the fleet (most likely a newcomer stealing): look closely.
+        self.slow_down_takes(false);
         if let Some(held) = self.held.remove(key) {
             warn!(lease = %key, why, "lease lost");
             metrics::counter!("LostLeases").increment(1);
@@ -543,19 +697,20 @@ impl<'w, F: ProcessorFactory> State<'w, F> {
         }
     }
 
-    /// Scans the table, notes counter changes, resumes leases the table says are ours, and
-    /// takes or steals according to the plan.
+    /// A lease-taker pass (scan, plan, take: [`Taker::pass`]); then notes leases stolen
+    /// from us, resumes leases the table says are ours, and starts a consumer per new lease.
     async fn take_pass(&mut self) {
-        let snapshot = match self.worker.store.list_leases().await {
-            Ok(leases) => leases,
+        let mut pass = match self.taker.pass(&self.worker.store).await {
+            Ok(pass) => {
+                self.worker.shared.health.scanned();
+                pass
+            }
             Err(e) => {
                 warn!(error = %e, "lease table scan failed");
                 return;
             }
         };
-        let now = Instant::now();
-        self.tracker.observe(&snapshot, now);
-        self.snapshot.send_replace(Some(Arc::new(snapshot.clone())));
+        let snapshot = pass.latest_snapshot();
 
         // Held in memory but owned by someone else in the table: stolen.
         let stolen: Vec<String> = snapshot
@@ -563,56 +718,78 @@ impl<'w, F: ProcessorFactory> State<'w, F> {
             .filter(|l| self.held.contains_key(&l.lease_key) && !l.is_owned_by(self.me()))
             .map(|l| l.lease_key.clone())
             .collect();
+        let robbed = !stolen.is_empty();
         for key in stolen {
             self.lose(&key, "another worker took it");
         }
 
         // Ours in the table but not running here (a restart under the same worker id).
-        let mut to_take: Vec<Lease> = snapshot
+        let resume: Vec<Lease> = snapshot
             .iter()
             .filter(|l| {
                 l.is_owned_by(self.me())
                     && !l.is_finished()
                     && !self.held.contains_key(&l.lease_key)
+                    && !pass.taken.iter().any(|t| t.lease_key == l.lease_key)
             })
             .cloned()
             .collect();
-        let plan = plan(
-            &snapshot,
-            self.me(),
-            &self.tracker,
-            now,
-            &self.worker.assignment,
-        );
-        if !plan.is_empty() {
-            debug!(
-                target = plan.target,
-                held = plan.held,
-                take = plan.take.len(),
-                steal = plan.steal.len(),
-                "lease plan"
-            );
-        }
-        to_take.extend(plan.take);
-        let first_steal = to_take.len();
-        to_take.extend(plan.steal);
-        for (i, observed) in to_take.into_iter().enumerate() {
+        let resumed = !resume.is_empty();
+        for observed in resume {
             match self.worker.store.take_lease(&observed, self.me()).await {
                 Ok(taken) => {
-                    if i >= first_steal {
-                        metrics::counter!("StolenLeases").increment(1);
-                    }
+                    info!(lease = %taken.lease_key, "lease resumed");
                     metrics::counter!("TakenLeases").increment(1);
-                    info!(lease = %taken.lease_key, from = ?observed.owner, "lease taken");
                     self.start(taken);
                 }
                 Err(e) if e.is_lease_lost() => {
                     debug!(lease = %observed.lease_key, "someone else took the lease first");
                 }
-                Err(e) => warn!(lease = %observed.lease_key, error = %e, "taking the lease failed"),
+                Err(e) => {
+                    warn!(lease = %observed.lease_key, error = %e, "resuming the lease failed")
+                }
             }
         }
+
+        let quiet = pass.plan.is_empty()
+            && pass.plan.available == 0
+            && pass.lost_races == 0
+            && pass.failed == 0
+            && !resumed
+            && !robbed;
+        self.slow_down_takes(quiet);
+        metrics::counter!("TakenLeases").increment(pass.moved() as u64);
+        metrics::counter!("StolenLeases").increment(pass.stolen as u64);
+        if let Some(hook) = &self.worker.take_pass_hook {
+            (hook.0)(&pass);
+        }
+        // Published before the consumers start: children among them wait on their parents.
+        let snapshot = pass
+            .rescan
+            .take()
+            .unwrap_or(std::mem::take(&mut pass.snapshot));
+        self.snapshot.send_replace(Some(Arc::new(snapshot)));
+        for taken in std::mem::take(&mut pass.taken) {
+            self.start(taken);
+        }
         metrics::gauge!("LeasesHeld").set(self.held.len() as f64);
+    }
+
+    /// The wait before the next take pass, with
+    /// [`WorkerBuilder::lease_taker_interval_when_stable`]: doubled after a quiet pass,
+    /// back to the interval otherwise.
+    fn slow_down_takes(&mut self, quiet: bool) {
+        let Some(max) = self.worker.take_interval_when_stable else {
+            return;
+        };
+        let wait = if quiet {
+            (self.take_wait * 2).min(max)
+        } else {
+            self.worker.take_interval
+        };
+        // The run loop's interval ticks at the base period: every pass sets its next one.
+        self.next_take = Some(wait);
+        self.take_wait = wait;
     }
 
     fn start(&mut self, lease: Lease) {
@@ -642,13 +819,22 @@ impl<'w, F: ProcessorFactory> State<'w, F> {
                 InitialPosition::AtTimestamp(t) => Some(t),
                 _ => None,
             },
+            call_processor_on_empty_batches: worker.call_processor_on_empty_batches,
             ..ShardConsumerOptions::default()
         };
+        // The processor and the reads report to the health board.
+        let activity = worker.shared.health.activity(lease.shard_id());
         let mut consumer = ShardConsumer::new(
             shard,
-            worker.factory.create(),
+            Tracked {
+                inner: worker.factory.create(),
+                activity: activity.clone(),
+            },
             sink,
-            worker.retrieval.clone(),
+            RecordSources(Arc::new(TrackedSources {
+                inner: worker.retrieval.0.clone(),
+                activity: activity.clone(),
+            })),
             options,
         );
         if !lease.parent_shard_ids.is_empty() {
@@ -663,6 +849,7 @@ impl<'w, F: ProcessorFactory> State<'w, F> {
                 lease: shared,
                 consumer: consumer.spawn(),
                 last_renewed: Instant::now(),
+                activity,
             },
         );
     }
@@ -691,6 +878,7 @@ impl<'w, F: ProcessorFactory> State<'w, F> {
                 }
             }
         }
+        self.worker.shared.health.synced();
         Ok(())
     }
 
@@ -709,6 +897,7 @@ impl<'w, F: ProcessorFactory> State<'w, F> {
             let _ = consumer.join().await;
         }
         metrics::gauge!("LeasesHeld").set(0.0);
+        self.publish_health();
     }
 }
 

@@ -197,3 +197,71 @@ pub async fn contents(
     }
     out
 }
+
+/// Checks one line against the CloudWatch Embedded Metric Format (the structure of
+/// `_aws.CloudWatchMetrics` and the references from it into the root) and returns it parsed.
+/// Panics with every problem found.
+pub fn emf(line: &str) -> Value {
+    let doc: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    let mut problems = Vec::new();
+    let root = doc.as_object().expect("an object");
+    let aws = &doc["_aws"];
+    if aws["Timestamp"].as_u64().is_none() {
+        problems.push("_aws.Timestamp is not a non-negative integer".to_owned());
+    }
+    let directives = aws["CloudWatchMetrics"].as_array().map_or(&[][..], |d| d);
+    if directives.is_empty() {
+        problems.push("_aws.CloudWatchMetrics is not a non-empty array".to_owned());
+    }
+    for d in directives {
+        if d["Namespace"].as_str().is_none_or(str::is_empty) {
+            problems.push(format!("no Namespace in {d}"));
+        }
+        for set in d["Dimensions"].as_array().map_or(&[][..], |s| s) {
+            let names = set.as_array().map_or(&[][..], |n| n);
+            if names.len() > 30 {
+                problems.push(format!("more than 30 dimensions in {set}"));
+            }
+            for name in names {
+                let ok = name
+                    .as_str()
+                    .is_some_and(|n| root.get(n).is_some_and(Value::is_string));
+                if !ok {
+                    problems.push(format!("dimension {name} is not a string member"));
+                }
+            }
+        }
+        if d["Dimensions"].as_array().is_none() {
+            problems.push(format!("Dimensions is not an array in {d}"));
+        }
+        let metrics = d["Metrics"].as_array().map_or(&[][..], |m| m);
+        if metrics.is_empty() || metrics.len() > 100 {
+            problems.push(format!("{} metrics in a directive", metrics.len()));
+        }
+        for m in metrics {
+            let Some(name) = m["Name"].as_str() else {
+                problems.push(format!("a metric without Name: {m}"));
+                continue;
+            };
+            if !m["Unit"].is_null() && !m["Unit"].is_string() {
+                problems.push(format!("{name}: Unit is not a string"));
+            }
+            let value = &doc[name];
+            let numbers = |v: &Value| {
+                v.as_array()
+                    .is_some_and(|a| a.len() <= 100 && a.iter().all(Value::is_number))
+            };
+            let ok = value.is_number()
+                || numbers(value)
+                || (numbers(&value["Values"])
+                    && numbers(&value["Counts"])
+                    && value["Values"].as_array().map(Vec::len)
+                        == value["Counts"].as_array().map(Vec::len));
+            if !ok {
+                problems.push(format!("{name}: {value} is not a metric value"));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "not EMF: {problems:?}\n{line}");
+    doc
+}
