@@ -5,12 +5,14 @@ Workload (same as crates/kinesis-aggregation/benches/aggregation.rs): 20,000 use
 100-byte data, 16-byte partition keys (all distinct, or 16 shared), aggregates up to 51200
 bytes. Timed: adding every record (RecordAggregator.add_user_record, which deep-copies a
 full aggregate when it returns it) plus get_contents() (protobuf serialization + MD5) of
-every aggregate; the same for deaggregation with iter_deaggregate_records.
+every aggregate; the same for deaggregation with iter_deaggregate_records. The last stdout
+line is `BENCH_JSON {...}`: the same figures for `cargo xtask bench`.
 
 Run: bash scripts/aggregation/setup-venvs.sh agg &&
      .cache/py/agg/bin/python scripts/aggregation/bench_python.py
 """
 
+import json
 import os
 import sys
 import time
@@ -60,8 +62,13 @@ def best_of(n, f, *args):
 def main():
     from importlib.metadata import version
 
-    print("aws-kinesis-agg %s, protobuf %s, Python %s" % (
-        version("aws-kinesis-agg"), version("protobuf"), sys.version.split()[0]))
+    versions = {
+        "aws-kinesis-agg": version("aws-kinesis-agg"),
+        "protobuf": version("protobuf"),
+        "python": sys.version.split()[0],
+    }
+    print("aws-kinesis-agg %(aws-kinesis-agg)s, protobuf %(protobuf)s, Python %(python)s" % versions)
+    results = {}
     for name, distinct in [("distinct_keys", RECORDS), ("16_keys", 16)]:
         records = workload(distinct)
         secs, aggregates = best_of(5, encode, records)
@@ -74,6 +81,14 @@ def main():
             "%-14s %d aggregates; encode %.3f s = %.0f records/s; decode %.3f s = %.0f records/s (best of 5)"
             % (name, len(aggregates), secs, RECORDS / secs, dsecs, RECORDS / dsecs)
         )
+        results[name] = {
+            "aggregates": len(aggregates),
+            "encode_records_per_s": RECORDS / secs,
+            "decode_records_per_s": RECORDS / dsecs,
+        }
+    report = {"peer": "aws-kinesis-agg (PyPI)", "versions": versions, "records": RECORDS, "repeats": 5,
+              "results": results}
+    print("BENCH_JSON " + json.dumps(report))
 
 
 if __name__ == "__main__":

@@ -30,9 +30,11 @@ fn one_aggregate(distinct_keys: usize) -> Vec<UserRecord> {
         .into();
     let mut agg = Aggregator::default();
     for i in 0.. {
+        // Wrapping: the keys are the low 64 bits of the product (as the Python and npm peers
+        // compute them), also in the dev profile, where `*` would panic on overflow.
         let key = format!(
             "{:016x}",
-            (i % distinct_keys) as u64 * 0x9e37_79b9_7f4a_7c15
+            ((i % distinct_keys) as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
         );
         let r = UserRecord::new(key, pool.slice(i * DATA_LEN..(i + 1) * DATA_LEN)).unwrap();
         if agg.try_push(r).is_err() {

@@ -4,7 +4,7 @@
 //!  this process                                   child process
 //!  ┌──────────────────────────────────────┐        ┌──────────────────────────┐
 //!  │ put loop ─► Producer ─► aws-sdk ─────┼─HTTP──►│ local-aws (ferrokinesis) │
-//!  │ checker: awaits every PutHandle      │        │ [--enforce-shard-limits] │
+//!  │ checker: awaits every outcome        │        │ [--enforce-shard-limits] │
 //!  │ CPU: /proc/self/stat utime+stime     │        └──────────────────────────┘
 //!  │ memory: /proc/self/status VmHWM      │   started per scenario, its `export` lines
 //!  └──────────────────────────────────────┘   parsed, stopped with SIGTERM
@@ -15,7 +15,8 @@
 //!
 //! - `cpu`: 4 shards, 100-byte records with 16-byte keys, every handle must resolve Ok; CPU
 //!   (user + sys) of this process per record, records/s, aggregation efficiency. Run with the
-//!   default rate limit and with the limiter opened (`--rate-limit`).
+//!   default rate limit and with the limiter opened (`--rate-limit`); one `put` per record,
+//!   or `put_batch` of N records (`--batch N`).
 //! - `sdk`: the plain SDK, `PutRecords` of 500 un-aggregated records, a few requests in
 //!   flight, same records: the peer the producer must beat.
 //! - `saturation`: 1 shard with shard limits enforced, put as fast as possible for a while;
@@ -23,6 +24,9 @@
 //!   duplicates.
 //! - `memory`: 1 throttled shard, overload, a small `max_buffered_bytes`: peak RSS vs the
 //!   bound.
+//!
+//! Each scenario prints its figures for people, then one `BENCH_JSON {...}` line for
+//! `cargo xtask bench` (the keys are listed in `xtask/src/bench/producer.rs`).
 //!
 //! `--quick` shrinks every scenario to seconds (for CI: it keeps the harness from rotting; the
 //! figures mean nothing there).
@@ -41,7 +45,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kinesis_aggregation::{ReceivedRecord, deaggregate};
-use kinesis_producer::{Producer, PutHandle, Record};
+use kinesis_producer::{Producer, PutBatchHandle, PutHandle, Record};
 use local_aws::{Endpoints, LocalAws};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -60,6 +64,8 @@ struct Args {
     aggregation: bool,
     concurrency: usize,
     buffer_mib: usize,
+    /// Records per `put_batch` call; 0: one `put` per record.
+    batch: usize,
     local_aws: Option<PathBuf>,
 }
 
@@ -74,6 +80,7 @@ fn parse_args() -> Result<Args, String> {
         aggregation: true,
         concurrency: 4,
         buffer_mib: 8,
+        batch: 0,
         local_aws: None,
     };
     let mut it = std::env::args().skip(1);
@@ -90,11 +97,12 @@ fn parse_args() -> Result<Args, String> {
             "--no-aggregation" => a.aggregation = false,
             "--concurrency" => a.concurrency = num(val(&arg)?)? as usize,
             "--buffer-mib" => a.buffer_mib = num(val(&arg)?)? as usize,
+            "--batch" => a.batch = num(val(&arg)?)? as usize,
             "--local-aws" => a.local_aws = Some(val(&arg)?.into()),
             "-h" | "--help" => {
                 return Err("usage: bench_producer [--quick] [--scenario all|cpu|sdk|saturation|memory] \
                      [--records N] [--seconds S] [--shards N] [--rate-limit PCT] [--no-aggregation] \
-                     [--concurrency N] [--buffer-mib N] [--local-aws PATH]"
+                     [--concurrency N] [--buffer-mib N] [--batch N] [--local-aws PATH]"
                     .into());
             }
             other => return Err(format!("unknown argument {other:?}")),
@@ -109,6 +117,8 @@ fn main() -> Result<(), BoxError> {
         return run_all(&args);
     }
     metrics::set_global_recorder(&*RECORDER).map_err(|e| e.to_string())?;
+    // `TOKIO_WORKER_THREADS` sizes the runtime (2 here by default: the cores); 1 keeps every
+    // task on one thread, so no cache line moves between cores.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -141,6 +151,14 @@ fn run_all(args: &Args) -> Result<(), BoxError> {
     let runs: &[&[&str]] = &[
         &["--scenario", "cpu"],
         &["--scenario", "cpu", "--rate-limit", "100000"],
+        &[
+            "--scenario",
+            "cpu",
+            "--rate-limit",
+            "100000",
+            "--batch",
+            "500",
+        ],
         &["--scenario", "sdk"],
         &["--scenario", "saturation"],
         &["--scenario", "memory"],
@@ -163,7 +181,9 @@ async fn cpu(args: &Args) -> Result<(), BoxError> {
     let emu = Emulator::start(args, false).await?;
     let kinesis = emu.aws.kinesis_client();
     let stream = create_stream(&kinesis, "bench-cpu", shards).await?;
+    // KINESIS_PRODUCER_* variables change other settings (to explore, not for the figures).
     let mut b = Producer::builder(kinesis.clone())
+        .from_env()?
         .stream(&stream)
         .aggregation(args.aggregation);
     if let Some(r) = args.rate_limit {
@@ -177,33 +197,54 @@ async fn cpu(args: &Args) -> Result<(), BoxError> {
 
     let cpu0 = cpu_time();
     let cpu0_split = cpu_split();
+    let switches0 = context_switches();
     let t0 = Instant::now();
-    let checker = spawn_checker();
-    for i in 0..n {
-        let h = producer.put(record(i)).await?;
-        checker.tx.send(h).map_err(|_| "checker gone")?;
+    let mut checker = spawn_checker();
+    if args.batch > 0 {
+        let mut i = 0;
+        while i < n {
+            let end = (i + args.batch).min(n);
+            let h = producer.put_batch((i..end).map(record)).await;
+            checker.push(Handle::Batch(h))?;
+            i = end;
+        }
+    } else {
+        for i in 0..n {
+            let h = producer.put(record(i)).await?;
+            checker.push(Handle::One(h))?;
+        }
     }
     producer.flush().await;
     let (ok, failed, _) = checker.finish().await;
     let wall = t0.elapsed();
     let cpu = cpu_time() - cpu0;
+    let split = cpu_split();
+    let switches = context_switches() - switches0;
     producer.close().await;
 
     let m = RECORDER.snapshot();
     println!(
-        "scenario=cpu emulator={} shards={shards} records={n} aggregation={} rate_limit={}",
+        "scenario=cpu emulator={} shards={shards} records={n} aggregation={} api={} rate_limit={}",
         emu.kind(),
         args.aggregation,
+        if args.batch > 0 {
+            format!("put_batch({})", args.batch)
+        } else {
+            "put".into()
+        },
         args.rate_limit
             .map_or("default(150)".into(), |r| r.to_string())
     );
-    report_cpu(n, ok, failed, wall, cpu);
-    report_aggregation(&m);
+    let mut json = Json::new("cpu");
+    report_cpu(n, ok, failed, wall, cpu, &mut json);
+    report_aggregation(&m, &mut json);
     println!(
-        "  user/sys split: user_s={:.2} sys_s={:.2}",
-        cpu_split().0 - cpu0_split.0,
-        cpu_split().1 - cpu0_split.1
+        "  user/sys split: user_s={:.2} sys_s={:.2} minor_page_faults={:.0} context_switches={switches}",
+        split.0 - cpu0_split.0,
+        split.1 - cpu0_split.1,
+        split.2 - cpu0_split.2,
     );
+    json.print();
     if ok != n {
         return Err(format!("{failed} records failed").into());
     }
@@ -285,7 +326,9 @@ async fn sdk(args: &Args) -> Result<(), BoxError> {
         emu.kind(),
         args.concurrency
     );
-    report_cpu(n, ok, n - ok, wall, cpu);
+    let mut json = Json::new("sdk");
+    report_cpu(n, ok, n - ok, wall, cpu, &mut json);
+    json.print();
     Ok(())
 }
 
@@ -295,7 +338,9 @@ async fn saturation(args: &Args) -> Result<(), BoxError> {
     let emu = Emulator::start(args, true).await?;
     let kinesis = emu.aws.kinesis_client();
     let stream = create_stream(&kinesis, "bench-sat", shards).await?;
+    // KINESIS_PRODUCER_* variables change other settings (to explore, not for the figures).
     let mut b = Producer::builder(kinesis.clone())
+        .from_env()?
         .stream(&stream)
         .aggregation(args.aggregation);
     if let Some(r) = args.rate_limit {
@@ -308,12 +353,12 @@ async fn saturation(args: &Args) -> Result<(), BoxError> {
     let producer = b.build().await?;
     RECORDER.reset();
 
-    let checker = spawn_checker();
+    let mut checker = spawn_checker();
     let t0 = Instant::now();
     let mut n = 0;
     while t0.elapsed() < Duration::from_secs(secs) {
         let h = producer.put(record(n)).await?;
-        checker.tx.send(h).map_err(|_| "checker gone")?;
+        checker.push(Handle::One(h))?;
         n += 1;
     }
     let put_phase = t0.elapsed();
@@ -403,7 +448,21 @@ async fn saturation(args: &Args) -> Result<(), BoxError> {
         m.get("ErrorsByCode{ProvisionedThroughputExceededException}") as f64 / minutes,
         m.get("ErrorsByCode{ProvisionedThroughputExceededException}"),
     );
-    report_aggregation(&m);
+    let mut json = Json::new("saturation");
+    json.num("records", n as f64);
+    json.num("ok", ok as f64);
+    json.num("in_stream_distinct", distinct as f64);
+    json.num("duplicates", f64::from(dups));
+    json.num("saturation_pct", 100.0 * mean(&bytes) / shards as f64 / mib);
+    if !steady.is_empty() {
+        json.num("steady_pct", 100.0 * mean(&steady) / shards as f64 / mib);
+    }
+    json.num(
+        "throttled_requests_per_min",
+        throttled_requests as f64 / minutes,
+    );
+    report_aggregation(&m, &mut json);
+    json.print();
     if ok != n || distinct != n {
         return Err(format!("loss: put {n}, ok {ok}, in the stream {distinct}").into());
     }
@@ -426,7 +485,7 @@ async fn memory(args: &Args) -> Result<(), BoxError> {
     producer.put(Record::new("warm-up", "x")).await?.await?;
     let base = proc_status_kib("VmRSS");
 
-    let checker = spawn_checker();
+    let mut checker = spawn_checker();
     let t0 = Instant::now();
     let mut n = 0;
     let mut max_rss = 0;
@@ -441,7 +500,7 @@ async fn memory(args: &Args) -> Result<(), BoxError> {
             }
             Err(e) => return Err(e.into()),
         };
-        checker.tx.send(h).map_err(|_| "checker gone")?;
+        checker.push(Handle::One(h))?;
         n += 1;
         if n % 4096 == 0 {
             max_rss = max_rss.max(proc_status_kib("VmRSS"));
@@ -468,6 +527,13 @@ async fn memory(args: &Args) -> Result<(), BoxError> {
         (hwm.saturating_sub(base)) as f64 / 1024.0,
         (hwm.saturating_sub(base)) as f64 * 1024.0 / bound as f64
     );
+    let mut json = Json::new("memory");
+    json.num("buffer_bound_bytes", bound as f64);
+    json.num("rss_before_bytes", base as f64 * 1024.0);
+    json.num("peak_rss_bytes", hwm as f64 * 1024.0);
+    json.num("ok", ok as f64);
+    json.num("expired", failed as f64);
+    json.print();
     Ok(())
 }
 
@@ -483,10 +549,15 @@ fn pick(given: usize, quick: bool, q: usize, full: usize) -> usize {
 }
 
 /// Record `i`: a 16-byte key, 100 bytes of data that start with `i` (so the stream can be
-/// checked for loss and duplicates).
+/// checked for loss and duplicates). The key is the number in hex, written by hand: `format!`
+/// would cost more than some of the producer stages being measured.
 fn record(i: usize) -> Record {
-    let key = format!("{i:016x}");
-    debug_assert_eq!(key.len(), KEY_SIZE);
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut key = [0u8; KEY_SIZE];
+    for (k, b) in key.iter_mut().enumerate() {
+        *b = HEX[(i >> (4 * (KEY_SIZE - 1 - k))) & 0xf];
+    }
+    let key = String::from_utf8(key.to_vec()).expect("hex digits");
     let mut data = [b'.'; DATA_SIZE];
     data[..8].copy_from_slice(&(i as u64).to_be_bytes());
     Record::new(key, Bytes::copy_from_slice(&data))
@@ -503,7 +574,14 @@ impl SimpleParts for Record {
     }
 }
 
-fn report_cpu(n: usize, ok: usize, failed: usize, wall: Duration, cpu: Duration) {
+fn report_cpu(n: usize, ok: usize, failed: usize, wall: Duration, cpu: Duration, json: &mut Json) {
+    json.num("records", n as f64);
+    json.num("ok", ok as f64);
+    json.num("failed", failed as f64);
+    json.num("wall_s", wall.as_secs_f64());
+    json.num("cpu_s", cpu.as_secs_f64());
+    json.num("records_per_s", ok as f64 / wall.as_secs_f64());
+    json.num("cpu_us_per_record", cpu.as_secs_f64() * 1e6 / n as f64);
     println!(
         "  delivered ok={ok} failed={failed} wall_s={:.2} records/s={:.0} cpu_s={:.2} \
          cpu_per_record_us={:.3} cores_busy={:.2}",
@@ -515,10 +593,16 @@ fn report_cpu(n: usize, ok: usize, failed: usize, wall: Duration, cpu: Duration)
     );
 }
 
-fn report_aggregation(m: &Snapshot) {
+fn report_aggregation(m: &Snapshot, json: &mut Json) {
     let users = m.get("UserRecordsPut") as f64;
     let kinesis = m.get("KinesisRecordsPut") as f64;
     let calls = m.get("RequestTime#count") as f64;
+    json.num("user_records_per_kinesis_record", users / kinesis.max(1.0));
+    json.num("user_records_per_call", users / calls.max(1.0));
+    json.num(
+        "bytes_per_kinesis_record",
+        m.get("KinesisRecordsDataPut") as f64 / kinesis.max(1.0),
+    );
     println!(
         "  aggregation: user records={users} Kinesis records={kinesis} PutRecords calls={calls} \
          user/Kinesis={:.1} user/call={:.1} Kinesis/call={:.1} bytes/Kinesis record={:.0}",
@@ -529,29 +613,55 @@ fn report_aggregation(m: &Snapshot) {
     );
 }
 
+/// The figures `cargo xtask bench` reads (`xtask/src/bench/producer.rs`): one
+/// `BENCH_JSON {...}` line per scenario, after the human-readable ones.
+struct Json(Vec<(&'static str, String)>);
+
+impl Json {
+    fn new(scenario: &str) -> Json {
+        Json(vec![("scenario", format!("\"{scenario}\""))])
+    }
+
+    fn num(&mut self, key: &'static str, value: f64) {
+        // JSON has no NaN nor infinity: such a figure is left out.
+        if value.is_finite() {
+            self.0.push((key, format!("{value}")));
+        }
+    }
+
+    fn print(&self) {
+        let fields: Vec<String> = self.0.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+        println!("BENCH_JSON {{{}}}", fields.join(","));
+    }
+}
+
+enum Handle {
+    One(PutHandle),
+    Batch(PutBatchHandle),
+}
+
+/// Hands handles to the checker task in chunks: one channel send (and one wake-up of the
+/// checker) per chunk rather than per record, so that the driver's own cost stays small.
 struct Checker {
-    tx: tokio::sync::mpsc::UnboundedSender<PutHandle>,
+    tx: tokio::sync::mpsc::UnboundedSender<Vec<Handle>>,
+    buf: Vec<Handle>,
     task: tokio::task::JoinHandle<(usize, usize, usize)>,
 }
+
+const CHECKER_CHUNK: usize = 1024;
 
 /// Awaits every handle as it comes: counts Ok and failures, and the distinct requests that
 /// had a throttled entry (entries of one request share its start instant).
 fn spawn_checker() -> Checker {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<PutHandle>();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<Handle>>();
     let task = tokio::spawn(async move {
         let (mut ok, mut failed) = (0, 0);
         let mut throttled = std::collections::HashSet::new();
-        while let Some(h) = rx.recv().await {
-            match h.await {
+        let mut count =
+            |r: Result<kinesis_producer::PutOutcome, kinesis_producer::PutFailure>| match r {
                 Ok(o) => {
                     ok += 1;
-                    for a in o.attempts() {
-                        if a.error()
-                            .is_some_and(|e| e.code() == "ProvisionedThroughputExceededException")
-                        {
-                            throttled.insert(a.started());
-                        }
-                    }
+                    count_throttled(o.attempts(), &mut throttled);
                 }
                 Err(e) => {
                     if failed == 0 {
@@ -559,15 +669,51 @@ fn spawn_checker() -> Checker {
                     }
                     failed += 1;
                 }
+            };
+        while let Some(chunk) = rx.recv().await {
+            for h in chunk {
+                match h {
+                    Handle::One(h) => count(h.await),
+                    Handle::Batch(h) => h.await.into_iter().for_each(&mut count),
+                }
             }
         }
         (ok, failed, throttled.len())
     });
-    Checker { tx, task }
+    Checker {
+        tx,
+        buf: Vec::with_capacity(CHECKER_CHUNK),
+        task,
+    }
+}
+
+fn count_throttled(
+    attempts: &[kinesis_producer::Attempt],
+    throttled: &mut std::collections::HashSet<std::time::Instant>,
+) {
+    for a in attempts {
+        if a.error()
+            .is_some_and(|e| e.code() == "ProvisionedThroughputExceededException")
+        {
+            throttled.insert(a.started());
+        }
+    }
 }
 
 impl Checker {
+    fn push(&mut self, h: Handle) -> Result<(), BoxError> {
+        self.buf.push(h);
+        if self.buf.len() >= CHECKER_CHUNK {
+            let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHECKER_CHUNK));
+            self.tx.send(chunk).map_err(|_| "checker gone")?;
+        }
+        Ok(())
+    }
+
     async fn finish(self) -> (usize, usize, usize) {
+        if !self.buf.is_empty() {
+            let _ = self.tx.send(self.buf);
+        }
         drop(self.tx);
         self.task.await.expect("checker panicked")
     }
@@ -607,8 +753,30 @@ fn cpu_time() -> Duration {
     Duration::from_secs_f64(ticks as f64 / tick)
 }
 
-/// (user, system) CPU seconds of this process.
-fn cpu_split() -> (f64, f64) {
+/// Context switches of this process, all threads (voluntary: a thread parked, waiting for
+/// work; each costs two or more syscalls and a cold cache).
+fn context_switches() -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .map(|t| {
+            std::fs::read_to_string(t.path().join("status"))
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| {
+                    l.strip_prefix("voluntary_ctxt_switches:")
+                        .or_else(|| l.strip_prefix("nonvoluntary_ctxt_switches:"))
+                })
+                .filter_map(|v| v.trim().parse::<u64>().ok())
+                .sum::<u64>()
+        })
+        .sum()
+}
+
+/// (user, system) CPU seconds and minor page faults of this process.
+fn cpu_split() -> (f64, f64, f64) {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let f: Vec<f64> = rest
@@ -619,6 +787,7 @@ fn cpu_split() -> (f64, f64) {
     (
         f.get(11).copied().unwrap_or(0.0) / tick,
         f.get(12).copied().unwrap_or(0.0) / tick,
+        f.get(7).copied().unwrap_or(0.0),
     )
 }
 

@@ -126,11 +126,13 @@ pub(crate) trait KinesisApi: Send + Sync + 'static {
         max_results: Option<i32>,
     ) -> Result<ShardPage, CallError>;
 
-    /// Puts `records`; on success, one result per record, in order.
+    /// Puts `records`; on success, one result per record, in order. The records are given
+    /// by value: the engine does not need them afterwards (a retry re-aggregates the user
+    /// records), and the SDK wants owned bytes, which a unique `Bytes` yields without a copy.
     async fn put_records(
         &self,
         stream: &StreamId,
-        records: &[KinesisRecord],
+        records: Vec<KinesisRecord>,
     ) -> Result<Vec<EntryResult>, CallError>;
 }
 
@@ -194,13 +196,15 @@ impl KinesisApi for SdkApi {
     async fn put_records(
         &self,
         stream: &StreamId,
-        records: &[KinesisRecord],
+        records: Vec<KinesisRecord>,
     ) -> Result<Vec<EntryResult>, CallError> {
         let mut entries = Vec::with_capacity(records.len());
         for r in records {
+            // An aggregate's bytes are uniquely owned here: `Vec::from` takes them without
+            // copying (a lone user record's data may be shared with the caller: then it copies).
             let entry = PutRecordsRequestEntry::builder()
-                .data(Blob::new(r.data.to_vec()))
-                .partition_key(r.partition_key.clone())
+                .data(Blob::new(Vec::from(r.data)))
+                .partition_key(r.partition_key)
                 .set_explicit_hash_key(r.explicit_hash_key.map(|k| k.to_string()))
                 .build()
                 .map_err(|e| {
@@ -222,13 +226,18 @@ impl KinesisApi for SdkApi {
             .send()
             .await
             .map_err(classify_sdk_error)?;
+        // Entries of one request land on a few shards: one shard id string for a run of them.
+        let mut last_shard: Option<Arc<str>> = None;
         Ok(out
             .records()
             .iter()
             .map(
                 |e| match (e.shard_id(), e.sequence_number(), e.error_code()) {
                     (Some(shard), Some(seq), None) => EntryResult::Ok {
-                        shard_id: shard.into(),
+                        shard_id: match &last_shard {
+                            Some(last) if **last == *shard => last.clone(),
+                            _ => last_shard.insert(Arc::from(shard)).clone(),
+                        },
                         sequence_number: seq.into(),
                     },
                     (_, _, code) => EntryResult::Failed {

@@ -1,24 +1,34 @@
 //! The producer's one background task: every stage of the pipeline, driven by events.
 //!
 //! ```text
-//!  Command::Put ──► predict shard ──► shard.agg (Aggregator) ──linger/full──► shard.ready
-//!                                                                               │ limiter
-//!                                 ┌──── Event::PutDone ◄── spawned PutRecords ◄─ batch
+//!  Command::Put / PutMany ──► predict shard ──► shard.agg (Aggregator) ──linger/full──► shard.ready
+//!                                                                                      │ limiter
+//!                                 ┌──── Event::PutDone ◄── spawned PutRecords ◄── batch (collector)
 //!                                 ▼                        (≤ max in flight)
-//!          success ─► handle    retryable ─► backoff + budget ─► re-predict ─► shard.ready
+//!          success ─► Reply     retryable ─► backoff + budget ─► re-predict ─► shard.ready
 //!          wrong shard / unknown shard ─► map refresh ─► verify or re-route
 //! ```
 //!
 //! One task owns all state, so there are no locks on the record path; the only cross-task
 //! traffic is the command channel (bounded in effect by the producer's permits), the event
-//! channel from request tasks, and one oneshot per record. The loop never polls: it sleeps
-//! until the earliest deadline it computed (linger, limiter refill, retry time, map retry) or
-//! until a command or event arrives.
+//! channel from request tasks, and the replies. The loop never polls: it sleeps until the
+//! earliest deadline it computed (linger, limiter refill, retry time, map retry) or until a
+//! command or event arrives.
+//!
+//! What the record path costs, and why it is shaped so (the producer aims at about a
+//! microsecond of CPU per 100-byte record, SDK and HTTP included; see `docs/BENCHMARKS.md`):
+//! an [`Item`] is moved through the channel, the aggregator and the request, so it is kept
+//! small (the linger deadline and the expiry derive from its arrival; what only retried
+//! records need is boxed); shard state lives in a vector indexed by the predicted shard's
+//! position in the map, so a record costs no id hashing; a success needs no allocation
+//! (the first attempt is stored inline); counters and the permits are updated once per
+//! Kinesis record, not per user record.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use kinesis_aggregation::{
     Aggregator, AggregatorConfig, Finished, HashKey, KinesisRecord, UserRecord,
 };
@@ -31,28 +41,39 @@ use crate::api::{
 use crate::config::Config;
 use crate::error::PutFailure;
 use crate::limiter::ShardLimiter;
-use crate::record::{Attempt, AttemptError, PutOutcome, Record};
+use crate::record::{Attempt, AttemptError, Attempts, PutOutcome, Record};
+use crate::reply::Reply;
 use crate::retry::{Backoff, RetryBudget};
 use crate::shard_map::{self, ShardMap};
 
-pub(crate) type Reply = oneshot::Sender<Result<PutOutcome, PutFailure>>;
+/// How long the collector holds a request that is not full while a shard's limiter is
+/// what keeps records back, so that a request carries what the limiter lets out over this
+/// time rather than one record per token refill (the KPL drains its limiter every 25 ms).
+const COALESCE: Duration = Duration::from_millis(25);
 
 /// A user record inside the pipeline.
 pub(crate) struct Item {
     pub user: UserRecord,
-    /// The explicit hash key as the user wrote it, to hand the record back unchanged.
-    pub ehk_text: Option<String>,
     pub hash: HashKey,
+    /// When the record was put (once it had its buffer space): its linger deadline and its
+    /// expiry follow from it and the configuration.
+    pub arrival: Instant,
     pub reply: Reply,
-    pub attempts: Vec<Attempt>,
-    /// Linger deadline: send by then.
-    pub deadline: Instant,
-    pub expires: Instant,
-    /// End of the previous attempt (or the arrival): the base of the next attempt's delay.
-    pub last_end: Instant,
+    /// What few records need: an explicit hash key's text, or failed attempts.
+    cold: Option<Box<Cold>>,
     /// Bytes permits held.
-    pub cost: usize,
-    pub epoch: u64,
+    cost: u32,
+    epoch: u64,
+}
+
+#[derive(Default)]
+struct Cold {
+    /// The explicit hash key as the user wrote it, to hand the record back unchanged.
+    ehk_text: Option<String>,
+    /// Attempts so far (all failed, or a success whose verdict waits for a fresh map).
+    attempts: Vec<Attempt>,
+    /// End of the last attempt: the base of the next attempt's delay.
+    last_end: Option<Instant>,
 }
 
 impl AsRef<UserRecord> for Item {
@@ -62,25 +83,104 @@ impl AsRef<UserRecord> for Item {
 }
 
 impl Item {
-    fn into_record(self) -> (Record, Vec<Attempt>, Reply) {
+    pub(crate) fn new(
+        user: UserRecord,
+        ehk_text: Option<String>,
+        hash: HashKey,
+        reply: Reply,
+        arrival: Instant,
+        cost: usize,
+    ) -> Item {
+        Item {
+            user,
+            hash,
+            arrival,
+            reply,
+            cold: ehk_text.map(|t| {
+                Box::new(Cold {
+                    ehk_text: Some(t),
+                    ..Cold::default()
+                })
+            }),
+            // At most the largest record plus the overhead: validated at build.
+            cost: cost as u32,
+            epoch: 0,
+        }
+    }
+
+    /// End of the previous attempt, or the arrival: the base of the next attempt's delay.
+    fn last_end(&self) -> Instant {
+        self.cold
+            .as_ref()
+            .and_then(|c| c.last_end)
+            .unwrap_or(self.arrival)
+    }
+
+    fn attempt_count(&self) -> usize {
+        self.cold.as_ref().map_or(0, |c| c.attempts.len())
+    }
+
+    /// Adds an attempt to the record's history.
+    fn record_attempt(&mut self, done: &Done, error: Option<AttemptError>) {
+        let attempt = done.attempt(self.last_end(), error);
+        let cold = self.cold.get_or_insert_with(Box::default);
+        cold.attempts.push(attempt);
+        cold.last_end = Some(done.started + done.duration);
+    }
+
+    /// The history for the outcome; `last`, if given, is the attempt that just succeeded.
+    fn take_attempts(&mut self, last: Option<Attempt>) -> Attempts {
+        match (self.cold.as_mut(), last) {
+            (Some(c), last) if !c.attempts.is_empty() => {
+                c.attempts.extend(last);
+                Attempts::Many(std::mem::take(&mut c.attempts))
+            }
+            (_, Some(a)) => Attempts::One(a),
+            // Every caller passes an attempt or has recorded one.
+            (_, None) => Attempts::Many(Vec::new()),
+        }
+    }
+
+    pub(crate) fn into_record(self) -> (Record, Vec<Attempt>, Reply) {
         let (partition_key, _, data) = self.user.into_parts();
+        let (explicit_hash_key, attempts) = match self.cold {
+            Some(c) => (c.ehk_text, c.attempts),
+            None => (None, Vec::new()),
+        };
         (
             Record {
                 partition_key,
-                explicit_hash_key: self.ehk_text,
+                explicit_hash_key,
                 data,
             },
-            self.attempts,
+            attempts,
             self.reply,
         )
     }
 }
 
-// Put dominates by count: boxing it would cost an allocation per record to save bytes on
-// the rare flush and close.
-#[allow(clippy::large_enum_variant)]
+/// One finished request, as each of its records' attempt histories sees it.
+struct Done {
+    started: Instant,
+    started_std: std::time::Instant,
+    duration: Duration,
+}
+
+impl Done {
+    fn attempt(&self, last_end: Instant, error: Option<AttemptError>) -> Attempt {
+        Attempt {
+            started: self.started_std,
+            delay: self.started.saturating_duration_since(last_end),
+            duration: self.duration,
+            error,
+        }
+    }
+}
+
 pub(crate) enum Command {
     Put(Item),
+    /// A chunk of `put_batch`: one hand-over for many records.
+    PutMany(Vec<Item>),
     Flush(oneshot::Sender<()>),
     Close(oneshot::Sender<()>),
 }
@@ -98,51 +198,55 @@ enum Event {
 
 /// A Kinesis record waiting for its shard's limiter and a place in a request.
 struct Pending {
-    record: KinesisRecord,
+    /// Taken out when the request is sent: a retry re-aggregates the user records.
+    record: Option<KinesisRecord>,
     items: Vec<Item>,
     /// The predicted shard ("" when there was no map).
     shard: Arc<str>,
+    /// Its state's slot in `Engine::shards`.
+    slot: usize,
     billed: usize,
-    deadline: Instant,
-    expires: Instant,
+    /// The oldest record's arrival: the linger deadline and the expiry follow.
+    oldest: Instant,
     not_before: Instant,
 }
 
 impl Pending {
-    fn new(f: Finished<Item>, shard: Arc<str>, not_before: Instant) -> Pending {
-        let deadline = f
-            .user_records
-            .iter()
-            .map(|i| i.deadline)
-            .min()
-            .unwrap_or(not_before);
-        let expires = f
-            .user_records
-            .iter()
-            .map(|i| i.expires)
-            .min()
-            .unwrap_or(not_before);
+    fn new(
+        f: Finished<Item>,
+        shard: Arc<str>,
+        slot: usize,
+        oldest: Instant,
+        not_before: Instant,
+    ) -> Pending {
         Pending {
             billed: f.record.billed_size(),
-            record: f.record,
+            record: Some(f.record),
             items: f.user_records,
             shard,
-            deadline,
-            expires,
+            slot,
+            oldest,
             not_before,
         }
     }
 }
 
 struct ShardState {
+    id: Arc<str>,
+    /// Records go alone (aggregation off, or no map): they skip the aggregator.
+    solo: bool,
     agg: Aggregator<Item>,
-    agg_deadline: Option<Instant>,
+    /// Arrival of the oldest record in `agg`.
+    agg_oldest: Option<Instant>,
     ready: VecDeque<Pending>,
     limiter: ShardLimiter,
     in_flight: usize,
     /// Kinesis records of this shard in the batch being collected.
     batched: usize,
 }
+
+/// "No state yet" in `Engine::route_table`.
+const NO_SLOT: usize = usize::MAX;
 
 /// How a record ended.
 enum Fate {
@@ -191,6 +295,40 @@ impl Metrics {
     }
 }
 
+/// Counts that a loop over the records of one Kinesis record adds up, to be applied once:
+/// permits, flush epochs and the retries histogram.
+#[derive(Default)]
+struct Tally {
+    bytes: usize,
+    records: usize,
+    /// (epoch, records) runs: the records of an aggregate almost always share one epoch.
+    epochs: Vec<(u64, usize)>,
+    /// (retries, records) runs, for `RetriesPerRecord`.
+    retries: Vec<(usize, usize)>,
+}
+
+impl Tally {
+    fn clear(&mut self) {
+        self.bytes = 0;
+        self.records = 0;
+        self.epochs.clear();
+        self.retries.clear();
+    }
+
+    fn add(&mut self, item: &Item, retries: usize) {
+        self.bytes += item.cost as usize;
+        self.records += 1;
+        match self.epochs.last_mut() {
+            Some((e, n)) if *e == item.epoch => *n += 1,
+            _ => self.epochs.push((item.epoch, 1)),
+        }
+        match self.retries.last_mut() {
+            Some((r, n)) if *r == retries => *n += 1,
+            _ => self.retries.push((retries, 1)),
+        }
+    }
+}
+
 pub(crate) struct Engine {
     cfg: Arc<Config>,
     api: Arc<dyn KinesisApi>,
@@ -217,13 +355,21 @@ pub(crate) struct Engine {
     /// every key, which only a fresh map can tell.
     unverified: Vec<(Arc<str>, Arc<str>, Pending)>,
 
-    shards: HashMap<Arc<str>, ShardState>,
-    /// The keys of `shards`, kept in step: the senders' round robin walks it without
-    /// collecting the keys on every pass.
-    shard_ids: Vec<Arc<str>>,
+    /// Per-shard state by slot. A slot is never reused, so a request in flight finds its
+    /// shard's state by slot even after a map change removed it (it finds `None`).
+    shards: Vec<Option<ShardState>>,
+    /// Live slots by shard id (the "" shard holds records sent while there is no map).
+    slot_of: HashMap<Arc<str>, usize>,
+    /// Live slots in creation order: the collector's round robin walks it.
+    active: Vec<usize>,
+    /// For each open shard of the map (`ShardMap::predict_index`), its slot, or `NO_SLOT`
+    /// until a record goes there: predicting a record's shard state costs no id lookup.
+    route_table: Vec<usize>,
     rotation: usize,
     batch: Vec<Pending>,
     batch_bytes: usize,
+    /// When the first Kinesis record of `batch` joined it.
+    batch_since: Instant,
     in_flight: usize,
 
     backoff: Backoff,
@@ -237,6 +383,8 @@ pub(crate) struct Engine {
 
     wake: Option<Instant>,
     metrics: Metrics,
+    /// Reused by `succeed`, so that counting costs no allocation per Kinesis record.
+    tally: Tally,
 }
 
 impl Engine {
@@ -254,6 +402,7 @@ impl Engine {
         // No map (the build's ListShards failed transiently): that was the first failure.
         let missing = map.is_none();
         let metrics = Metrics::new(stream.display_name());
+        let map = map.unwrap_or_default();
         Engine {
             cfg,
             api,
@@ -266,7 +415,8 @@ impl Engine {
             records_sem,
             release_bytes: 0,
             release_records: 0,
-            map: map.unwrap_or_default(),
+            route_table: vec![NO_SLOT; map.open_shards()],
+            map,
             map_stale: missing,
             map_loading: false,
             map_failures: u32::from(missing),
@@ -278,11 +428,13 @@ impl Engine {
             map_loaded_at: now,
             awaiting_map: Vec::new(),
             unverified: Vec::new(),
-            shards: HashMap::new(),
-            shard_ids: Vec::new(),
+            shards: Vec::new(),
+            slot_of: HashMap::new(),
+            active: Vec::new(),
             rotation: 0,
             batch: Vec::new(),
             batch_bytes: 0,
+            batch_since: now,
             in_flight: 0,
             backoff: Backoff::default(),
             budget: RetryBudget::new(now),
@@ -293,6 +445,7 @@ impl Engine {
             closing: false,
             wake: None,
             metrics,
+            tally: Tally::default(),
         }
     }
 
@@ -327,11 +480,13 @@ impl Engine {
                 }
                 cmd = self.rx.recv(), if !self.rx_closed => match cmd {
                     Some(cmd) => {
-                        self.on_command(cmd);
+                        // One clock reading per burst: a record's own time is its arrival.
+                        let now = Instant::now();
+                        self.on_command(cmd, now);
                         // Take what else is queued before pumping: one pass per burst.
                         for _ in 0..1024 {
                             match self.rx.try_recv() {
-                                Ok(cmd) => self.on_command(cmd),
+                                Ok(cmd) => self.on_command(cmd, now),
                                 Err(_) => break,
                             }
                         }
@@ -353,6 +508,11 @@ impl Engine {
         while let Ok(cmd) = self.rx.try_recv() {
             match cmd {
                 Command::Put(item) => self.finish_failed(item, &Fate::Closed),
+                Command::PutMany(items) => {
+                    for item in items {
+                        self.finish_failed(item, &Fate::Closed);
+                    }
+                }
                 Command::Flush(tx) | Command::Close(tx) => {
                     let _ = tx.send(());
                 }
@@ -376,13 +536,17 @@ impl Engine {
         self.closing || !self.flush_waiters.is_empty()
     }
 
-    fn on_command(&mut self, cmd: Command) {
+    fn on_command(&mut self, cmd: Command, now: Instant) {
         match cmd {
-            Command::Put(mut item) => {
-                item.epoch = self.epoch;
+            Command::Put(item) => {
                 *self.outstanding.entry(self.epoch).or_default() += 1;
-                let shard = self.predict(item.hash);
-                self.push_new(shard, item);
+                self.put_new(item, now);
+            }
+            Command::PutMany(items) => {
+                *self.outstanding.entry(self.epoch).or_default() += items.len();
+                for item in items {
+                    self.put_new(item, now);
+                }
             }
             Command::Flush(tx) => {
                 self.flush_waiters.push_back((self.epoch, tx));
@@ -395,59 +559,104 @@ impl Engine {
         }
     }
 
-    fn predict(&self, key: HashKey) -> Arc<str> {
-        self.map
-            .predict(key)
-            .cloned()
-            .unwrap_or_else(|| Arc::from(""))
+    fn put_new(&mut self, mut item: Item, now: Instant) {
+        item.epoch = self.epoch;
+        let slot = self.slot_for(item.hash);
+        self.push_new(slot, item, now);
     }
 
-    fn shard_state(&mut self, shard: &Arc<str>) -> &mut ShardState {
-        let cfg = &self.cfg;
-        if !self.shards.contains_key(shard) {
-            self.shard_ids.push(shard.clone());
+    /// The slot of the shard state for `key`'s predicted shard, created on first use.
+    fn slot_for(&mut self, key: HashKey) -> usize {
+        match self.map.predict_index(key) {
+            Some(i) => match self.route_table[i] {
+                NO_SLOT => {
+                    let slot = self.ensure_slot(self.map.open_id(i).clone());
+                    self.route_table[i] = slot;
+                    slot
+                }
+                slot => slot,
+            },
+            // No map, or a gap mid-reshard: Kinesis routes each record by its own key.
+            None => self.ensure_slot(Arc::from("")),
         }
-        self.shards.entry(shard.clone()).or_insert_with(|| {
-            // Without a map, records go alone: an aggregate could span shards.
-            let aggregate = cfg.aggregation_enabled && !shard.is_empty();
-            ShardState {
-                agg: Aggregator::new(AggregatorConfig {
-                    max_bytes: cfg.aggregation_max_size,
-                    max_count: if aggregate {
-                        cfg.aggregation_max_count
-                    } else {
-                        1
-                    },
-                }),
-                agg_deadline: None,
-                ready: VecDeque::new(),
-                limiter: ShardLimiter::new(
-                    if shard.is_empty() {
-                        u32::MAX / 1000
-                    } else {
-                        cfg.rate_limit
-                    },
-                    Instant::now(),
-                ),
-                in_flight: 0,
-                batched: 0,
-            }
-        })
+    }
+
+    fn ensure_slot(&mut self, id: Arc<str>) -> usize {
+        if let Some(&slot) = self.slot_of.get(&id) {
+            return slot;
+        }
+        let cfg = &self.cfg;
+        // Without a map, records go alone: an aggregate could span shards.
+        let aggregate = cfg.aggregation_enabled && !id.is_empty();
+        let state = ShardState {
+            agg: Aggregator::new(AggregatorConfig {
+                max_bytes: cfg.aggregation_max_size,
+                max_count: if aggregate {
+                    cfg.aggregation_max_count
+                } else {
+                    1
+                },
+            }),
+            agg_oldest: None,
+            ready: VecDeque::new(),
+            limiter: ShardLimiter::new(
+                if id.is_empty() {
+                    u32::MAX / 1000
+                } else {
+                    cfg.rate_limit
+                },
+                Instant::now(),
+            ),
+            in_flight: 0,
+            batched: 0,
+            solo: !aggregate,
+            id: id.clone(),
+        };
+        let slot = self.shards.len();
+        self.shards.push(Some(state));
+        self.slot_of.insert(id, slot);
+        self.active.push(slot);
+        slot
+    }
+
+    fn shard_mut(&mut self, slot: usize) -> Option<&mut ShardState> {
+        self.shards.get_mut(slot).and_then(Option::as_mut)
     }
 
     /// A new record into its shard's aggregator.
-    fn push_new(&mut self, shard: Arc<str>, item: Item) {
-        let deadline = item.deadline;
-        let now = Instant::now();
-        let s = self.shard_state(&shard);
+    fn push_new(&mut self, slot: usize, item: Item, now: Instant) {
+        let arrival = item.arrival;
+        let s = self.shards[slot]
+            .as_mut()
+            .expect("slot_for returns live slots");
+        if s.solo {
+            // What an aggregator of one would make, without its key table and its two
+            // pushes per record (the second one refused).
+            let user = &item.user;
+            let record = KinesisRecord {
+                partition_key: user.partition_key().to_owned(),
+                explicit_hash_key: user.explicit_hash_key(),
+                data: user.data().clone(),
+            };
+            let f = Finished {
+                record,
+                user_records: vec![item],
+            };
+            s.ready
+                .push_back(Pending::new(f, s.id.clone(), slot, arrival, now));
+            return;
+        }
         if let Err(full) = s.agg.try_push(item) {
             if let Some(f) = s.agg.finish() {
-                s.ready.push_back(Pending::new(f, shard.clone(), now));
+                let oldest = s.agg_oldest.unwrap_or(now);
+                s.ready
+                    .push_back(Pending::new(f, s.id.clone(), slot, oldest, now));
             }
-            s.agg_deadline = None;
+            s.agg_oldest = None;
+            // An empty aggregator takes any record.
             let _ = s.agg.try_push(full.into_inner());
         }
-        s.agg_deadline = Some(s.agg_deadline.map_or(deadline, |d| d.min(deadline)));
+        s.agg_oldest = Some(s.agg_oldest.map_or(arrival, |o| o.min(arrival)));
     }
 
     /// Retried records: re-predicted, re-aggregated per shard, queued at `not_before`.
@@ -455,19 +664,19 @@ impl Engine {
         if items.is_empty() {
             return;
         }
-        let mut groups: HashMap<Arc<str>, Vec<Item>> = HashMap::new();
+        let mut groups: BTreeMap<usize, Vec<Item>> = BTreeMap::new();
         for item in items {
-            groups
-                .entry(self.predict(item.hash))
-                .or_default()
-                .push(item);
+            let slot = self.slot_for(item.hash);
+            groups.entry(slot).or_default().push(item);
         }
         let order = self.cfg.preserve_order_per_shard;
-        for (shard, items) in groups {
-            self.shard_state(&shard);
+        for (slot, items) in groups {
+            let s = self.shards[slot]
+                .as_mut()
+                .expect("slot_for returns live slots");
             let mut agg: Aggregator<Item> = Aggregator::new(AggregatorConfig {
                 max_bytes: self.cfg.aggregation_max_size,
-                max_count: if self.cfg.aggregation_enabled && !shard.is_empty() {
+                max_count: if self.cfg.aggregation_enabled && !s.id.is_empty() {
                     self.cfg.aggregation_max_count
                 } else {
                     1
@@ -481,18 +690,23 @@ impl Engine {
                 }
             }
             out.extend(agg.finish());
-            let s = self.shards.get_mut(&shard).expect("created above");
+            let pending = out.into_iter().map(|f| {
+                let oldest = f
+                    .user_records
+                    .iter()
+                    .map(|i| i.arrival)
+                    .min()
+                    .unwrap_or(not_before);
+                Pending::new(f, s.id.clone(), slot, oldest, not_before)
+            });
             if order {
                 // Ahead of newer records of the shard: the shard waits for its retries.
-                for f in out.into_iter().rev() {
-                    s.ready
-                        .push_front(Pending::new(f, shard.clone(), not_before));
+                let pending: Vec<Pending> = pending.collect();
+                for p in pending.into_iter().rev() {
+                    s.ready.push_front(p);
                 }
             } else {
-                for f in out {
-                    s.ready
-                        .push_back(Pending::new(f, shard.clone(), not_before));
-                }
+                s.ready.extend(pending);
             }
         }
     }
@@ -520,20 +734,26 @@ impl Engine {
             }
         }
 
-        let mut wakes = Vec::new();
-        for (id, s) in self.shards.iter_mut() {
-            if let Some(d) = s.agg_deadline {
-                if flushing || d <= now {
-                    if let Some(f) = s.agg.finish() {
-                        s.ready.push_back(Pending::new(f, id.clone(), now));
-                    }
-                    s.agg_deadline = None;
-                } else {
-                    wakes.push(d);
+        let mut wake: Option<Instant> = None;
+        for &slot in &self.active {
+            let Some(s) = self.shards[slot].as_mut() else {
+                continue;
+            };
+            let Some(oldest) = s.agg_oldest else {
+                continue;
+            };
+            let d = deadline(&self.cfg, oldest);
+            if flushing || d <= now {
+                if let Some(f) = s.agg.finish() {
+                    s.ready
+                        .push_back(Pending::new(f, s.id.clone(), slot, oldest, now));
                 }
+                s.agg_oldest = None;
+            } else {
+                wake = Some(wake.map_or(d, |w| w.min(d)));
             }
         }
-        for w in wakes {
+        if let Some(w) = wake {
             self.wake_at(w);
         }
         self.fill_and_send(now, flushing);
@@ -549,12 +769,15 @@ impl Engine {
         self.rotation = self.rotation.wrapping_add(1);
         loop {
             let mut full = false;
+            // A shard's limiter held records back: more will be let out soon.
+            let mut limited = false;
             let mut expired = Vec::new();
             let mut reroute = Vec::new();
-            let n = self.shard_ids.len();
+            let mut wake = self.wake;
+            let n = self.active.len();
             for k in 0..n {
-                let id = &self.shard_ids[(self.rotation + k) % n];
-                let Some(s) = self.shards.get_mut(id) else {
+                let slot = self.active[(self.rotation + k) % n];
+                let Some(s) = self.shards[slot].as_mut() else {
                     continue;
                 };
                 // Kinesis does not order the records of one PutRecords call (a later entry
@@ -568,18 +791,18 @@ impl Engine {
                 while i < s.ready.len() {
                     let p = &s.ready[i];
                     if p.not_before > now {
-                        self.wake = Some(self.wake.map_or(p.not_before, |w| w.min(p.not_before)));
+                        wake = Some(wake.map_or(p.not_before, |w| w.min(p.not_before)));
                         if order {
                             break;
                         }
                         i += 1;
                         continue;
                     }
-                    if p.expires <= now {
+                    if expires(&self.cfg, p.oldest) <= now {
                         // Fail what expired, send the rest again.
                         let p = s.ready.remove(i).expect("index checked");
                         for item in p.items {
-                            if item.expires <= now {
+                            if expires(&self.cfg, item.arrival) <= now {
                                 expired.push(item);
                             } else {
                                 reroute.push(item);
@@ -594,10 +817,14 @@ impl Engine {
                         break;
                     }
                     if let Err(at) = s.limiter.try_take(now, p.billed) {
-                        self.wake = Some(self.wake.map_or(at, |w| w.min(at)));
+                        wake = Some(wake.map_or(at, |w| w.min(at)));
+                        limited = true;
                         break;
                     }
                     let p = s.ready.remove(i).expect("index checked");
+                    if self.batch.is_empty() {
+                        self.batch_since = now;
+                    }
                     self.batch_bytes += p.billed;
                     self.batch.push(p);
                     s.batched += 1;
@@ -609,6 +836,7 @@ impl Engine {
                     break;
                 }
             }
+            self.wake = wake;
             for item in expired {
                 self.finish_failed(item, &Fate::Expired);
             }
@@ -621,45 +849,62 @@ impl Engine {
                 }
                 return;
             }
-            let deadline = self
+            let oldest = self
                 .batch
                 .iter()
-                .map(|p| p.deadline)
+                .map(|p| p.oldest)
                 .min()
                 .expect("non-empty");
-            let due = full || flushing || deadline <= now || self.batch_full_for(1);
+            // A flush sends at once what it can, without waiting for the linger time...
+            let mut send_at = if flushing {
+                now
+            } else {
+                deadline(&self.cfg, oldest)
+            };
+            if limited {
+                // ...but records that wait for tokens wait anyway: let the request gather
+                // what the limiter lets out for a little while instead of going with one
+                // or two records (a flush of a backlog otherwise sends a request per token).
+                send_at = send_at.max(self.batch_since + COALESCE);
+            }
+            let due = full || send_at <= now || self.batch_full_for(1);
             if !due {
-                self.wake_at(deadline);
+                self.wake_at(send_at);
                 return;
             }
             if self.in_flight >= self.cfg.max_in_flight_requests {
                 // A request finishing wakes us.
                 return;
             }
-            self.send_batch(now);
+            self.send_batch();
         }
     }
 
-    fn send_batch(&mut self, _now: Instant) {
-        let batch = std::mem::take(&mut self.batch);
+    fn send_batch(&mut self) {
+        let mut batch = std::mem::take(&mut self.batch);
         self.batch_bytes = 0;
         self.in_flight += 1;
-        for p in &batch {
-            if let Some(s) = self.shards.get_mut(&p.shard) {
+        let mut records = Vec::with_capacity(batch.len());
+        for p in &mut batch {
+            if let Some(s) = self.shard_mut(p.slot) {
                 s.in_flight += 1;
                 s.batched = 0;
             }
+            records.push(p.record.take().unwrap_or_else(|| KinesisRecord {
+                partition_key: String::new(),
+                explicit_hash_key: None,
+                data: Bytes::new(),
+            }));
         }
         let api = Arc::clone(&self.api);
         let stream = self.stream.clone();
         let events = self.events_tx.clone();
         let timeout = self.cfg.request_timeout;
         tokio::spawn(async move {
-            let records: Vec<KinesisRecord> = batch.iter().map(|p| p.record.clone()).collect();
             let started = Instant::now();
             let started_std = std::time::Instant::now();
             let result =
-                match tokio::time::timeout(timeout, api.put_records(&stream, &records)).await {
+                match tokio::time::timeout(timeout, api.put_records(&stream, records)).await {
                     Ok(r) => r,
                     Err(_) => Err(CallError::new(
                         CallErrorKind::Transient,
@@ -701,14 +946,18 @@ impl Engine {
             } => {
                 self.in_flight -= 1;
                 for p in &batch {
-                    if let Some(s) = self.shards.get_mut(&p.shard) {
+                    if let Some(s) = self.shard_mut(p.slot) {
                         s.in_flight -= 1;
                     }
                 }
                 self.metrics
                     .request_time
                     .record(duration.as_secs_f64() * 1000.0);
-                let attempt = |error: Option<AttemptError>| (started, started_std, duration, error);
+                let done = Done {
+                    started,
+                    started_std,
+                    duration,
+                };
                 match result {
                     Err(e) => {
                         self.metrics.error(&e.code);
@@ -719,16 +968,12 @@ impl Engine {
                         };
                         if e.kind == CallErrorKind::Throttling {
                             for p in &batch {
-                                if let Some(s) = self.shards.get_mut(&p.shard) {
+                                if let Some(s) = self.shard_mut(p.slot) {
                                     s.limiter.on_throttled(now);
                                 }
                             }
                         }
-                        let items = batch
-                            .into_iter()
-                            .flat_map(|p| p.items)
-                            .map(|i| record_attempt(i, attempt(Some(err.clone()))))
-                            .collect();
+                        let items = failed_items(batch, &done, &err);
                         self.retry_or_fail(items, e.kind, &e.code, &e.message, now);
                     }
                     Ok(entries) if entries.len() != batch.len() => {
@@ -738,11 +983,7 @@ impl Engine {
                             message: msg.as_str().into(),
                         };
                         self.metrics.error("ResultCountMismatch");
-                        let items = batch
-                            .into_iter()
-                            .flat_map(|p| p.items)
-                            .map(|i| record_attempt(i, attempt(Some(err.clone()))))
-                            .collect();
+                        let items = failed_items(batch, &done, &err);
                         self.retry_or_fail(
                             items,
                             CallErrorKind::Transient,
@@ -751,7 +992,7 @@ impl Engine {
                             now,
                         );
                     }
-                    Ok(entries) => self.on_results(batch, entries, attempt(None), now),
+                    Ok(entries) => self.on_results(batch, entries, &done, now),
                 }
             }
             Event::MapLoaded(r) => self.on_map(r, now),
@@ -765,11 +1006,11 @@ impl Engine {
         &mut self,
         batch: Vec<Pending>,
         entries: Vec<EntryResult>,
-        ok_attempt: (Instant, std::time::Instant, Duration, Option<AttemptError>),
+        done: &Done,
         now: Instant,
     ) {
-        let mut throttled: Vec<Arc<str>> = Vec::new();
-        let mut succeeded: Vec<Arc<str>> = Vec::new();
+        let mut throttled: Vec<usize> = Vec::new();
+        let mut succeeded: Vec<usize> = Vec::new();
         let mut retry_throttled = Vec::new();
         let mut retry_transient = Vec::new();
         let mut rejected = Vec::new();
@@ -779,7 +1020,10 @@ impl Engine {
                     shard_id,
                     sequence_number,
                 } => {
-                    succeeded.push(p.shard.clone());
+                    // Feedback once per shard and request, not per entry.
+                    if !succeeded.contains(&p.slot) {
+                        succeeded.push(p.slot);
+                    }
                     let aggregated = p.items.len() > 1;
                     if shard_id == p.shard || p.shard.is_empty() || !aggregated {
                         // A lone record is routed by its own key, so it is where it belongs
@@ -787,20 +1031,18 @@ impl Engine {
                         if shard_id != p.shard && !p.shard.is_empty() {
                             self.map_stale = true;
                         }
-                        self.succeed(p, &shard_id, &sequence_number, &ok_attempt);
+                        self.succeed(p, &shard_id, &sequence_number, done);
                         continue;
                     }
                     self.map_stale = true;
                     if self.map.knows(&shard_id) {
-                        self.split_landed(p, &shard_id, &sequence_number, &ok_attempt, true);
+                        self.split_landed(p, &shard_id, &sequence_number, Some(done));
                     } else {
                         // Only a fresh map can tell which records the new shard holds.
                         let mut p = p;
-                        p.items = p
-                            .items
-                            .into_iter()
-                            .map(|i| record_attempt(i, ok_attempt.clone()))
-                            .collect();
+                        for item in &mut p.items {
+                            item.record_attempt(done, None);
+                        }
                         self.unverified.push((shard_id, sequence_number, p));
                     }
                 }
@@ -811,30 +1053,29 @@ impl Engine {
                         code: code.clone(),
                         message: message.clone(),
                     };
-                    let (a, b, c, _) = ok_attempt.clone();
-                    let items = p
-                        .items
-                        .into_iter()
-                        .map(|i| record_attempt(i, (a, b, c, Some(err.clone()))));
+                    let slot = p.slot;
+                    let items = failed_items(vec![p], done, &err);
                     match kind {
                         CallErrorKind::Throttling => {
-                            throttled.push(p.shard.clone());
+                            if !throttled.contains(&slot) {
+                                throttled.push(slot);
+                            }
                             retry_throttled.extend(items);
                         }
                         CallErrorKind::Transient => retry_transient.extend(items),
-                        _ => rejected.push((items.collect::<Vec<_>>(), kind, code, message)),
+                        _ => rejected.push((items, kind, code, message)),
                     }
                 }
             }
         }
-        for shard in &throttled {
-            if let Some(s) = self.shards.get_mut(shard) {
+        for &slot in &throttled {
+            if let Some(s) = self.shard_mut(slot) {
                 s.limiter.on_throttled(now);
             }
         }
-        for shard in &succeeded {
-            if !throttled.contains(shard)
-                && let Some(s) = self.shards.get_mut(shard)
+        for &slot in &succeeded {
+            if !throttled.contains(&slot)
+                && let Some(s) = self.shard_mut(slot)
             {
                 s.limiter.on_success(now);
             }
@@ -859,12 +1100,14 @@ impl Engine {
         }
     }
 
+    /// Every record of `p` is in the stream: each gets its outcome; counters, permits and
+    /// flush accounting are updated once for the lot.
     fn succeed(
         &mut self,
         p: Pending,
         shard_id: &Arc<str>,
         sequence_number: &Arc<str>,
-        attempt: &(Instant, std::time::Instant, Duration, Option<AttemptError>),
+        done: &Done,
     ) {
         let aggregated = p.items.len() > 1;
         self.metrics.kinesis_records_put.increment(1);
@@ -874,29 +1117,34 @@ impl Engine {
         self.metrics
             .user_records_put
             .increment(p.items.len() as u64);
-        for (pos, item) in p.items.into_iter().enumerate() {
-            let mut item = record_attempt(item, attempt.clone());
+        let mut tally = std::mem::take(&mut self.tally);
+        let mut data = 0u64;
+        for (pos, mut item) in p.items.into_iter().enumerate() {
+            data += item.user.data().len() as u64;
+            let attempt = done.attempt(item.last_end(), None);
+            let attempts = item.take_attempts(Some(attempt));
+            let all = attempts.as_slice();
             self.metrics
-                .user_records_data_put
-                .increment(item.user.data().len() as u64);
-            self.metrics
-                .retries_per_record
-                .record((item.attempts.len().saturating_sub(1)) as f64);
-            if let Some(first) = item.attempts.first() {
-                self.metrics
-                    .buffering_time
-                    .record(first.delay.as_secs_f64() * 1000.0);
-            }
-            self.release(&item);
-            let outcome = PutOutcome {
+                .buffering_time
+                .record(all[0].delay.as_secs_f64() * 1000.0);
+            tally.add(&item, all.len() - 1);
+            item.reply.send(Ok(PutOutcome {
                 shard_id: shard_id.clone(),
                 sequence_number: sequence_number.clone(),
                 sub_sequence_number: pos as u64,
                 aggregated,
-                attempts: std::mem::take(&mut item.attempts),
-            };
-            let _ = item.reply.send(Ok(outcome));
+                attempts,
+            }));
         }
+        self.metrics.user_records_data_put.increment(data);
+        for &(retries, n) in &tally.retries {
+            self.metrics
+                .retries_per_record
+                .record_many(retries as f64, n);
+        }
+        self.release_tally(&tally);
+        tally.clear();
+        self.tally = tally;
     }
 
     /// Schedules a retry for `items` after one failure of class `kind`, or ends them.
@@ -927,12 +1175,12 @@ impl Engine {
             }
             CallErrorKind::Throttling | CallErrorKind::Transient => {}
         }
-        let retry_no = items.iter().map(|i| i.attempts.len()).max().unwrap_or(1);
+        let retry_no = items.iter().map(Item::attempt_count).max().unwrap_or(1);
         let at = (now + self.backoff.delay(kind, retry_no)).max(self.budget.acquire(now, kind));
         let mut keep = Vec::with_capacity(items.len());
         for item in items {
             // A retry that would start after the TTL cannot succeed in time: say so now.
-            if at >= item.expires {
+            if at >= expires(&self.cfg, item.arrival) {
                 self.finish_failed(item, &Fate::Expired);
             } else {
                 keep.push(item);
@@ -951,36 +1199,41 @@ impl Engine {
                 self.map_failures = 0;
                 self.map_loaded_at = now;
                 // Records buffered for shards that are no longer open go where the new map says.
-                let gone: Vec<Arc<str>> = self
-                    .shards
-                    .keys()
-                    .filter(|id| !self.map.is_open(id))
-                    .filter(|id| !id.is_empty() || self.map.open_shards() > 0)
-                    .cloned()
+                let gone: Vec<usize> = self
+                    .active
+                    .iter()
+                    .copied()
+                    .filter(|&slot| {
+                        let id = &self.shards[slot].as_ref().expect("active slots live").id;
+                        !self.map.is_open(id) && (!id.is_empty() || self.map.open_shards() > 0)
+                    })
                     .collect();
                 let mut items = Vec::new();
-                for id in gone {
-                    let s = self.shards.get_mut(&id).expect("listed");
+                for slot in gone {
+                    let s = self.shards[slot].as_mut().expect("active slots live");
                     if let Some(f) = s.agg.finish() {
                         items.extend(f.user_records);
                     }
-                    s.agg_deadline = None;
+                    s.agg_oldest = None;
                     for p in s.ready.drain(..) {
                         items.extend(p.items);
                     }
                     if s.in_flight == 0 {
-                        self.shards.remove(&id);
-                        self.shard_ids.retain(|s| *s != id);
+                        let id = s.id.clone();
+                        self.shards[slot] = None;
+                        self.slot_of.remove(&id);
+                        self.active.retain(|&a| a != slot);
                     }
                 }
+                // The map's positions changed: the route table starts over.
+                self.route_table = vec![NO_SLOT; self.map.open_shards()];
                 for item in items {
-                    let shard = self.predict(item.hash);
-                    self.push_new(shard, item);
+                    let slot = self.slot_for(item.hash);
+                    self.push_new(slot, item, now);
                 }
                 for (shard_id, seq, p) in std::mem::take(&mut self.unverified) {
-                    // The attempt is already in the histories; a placeholder here.
-                    let a = (now, std::time::Instant::now(), Duration::ZERO, None);
-                    self.split_landed(p, &shard_id, &seq, &a, false);
+                    // The attempt is already in the histories.
+                    self.split_landed(p, &shard_id, &seq, None);
                 }
                 // Strays of the split above need no further refresh: this map knows them.
                 self.map_stale = false;
@@ -1017,31 +1270,28 @@ impl Engine {
     /// each user record is judged alone: one whose hash key is in the landing shard's range
     /// is delivered there (consumers keep in-range sub-records, see
     /// `kinesis_aggregation::deaggregate_in_range`); the others are retried with a fresh map,
-    /// re-predicted and re-aggregated. `record` says whether the attempt still has to be
-    /// added to the histories.
+    /// re-predicted and re-aggregated. `done` is the attempt to add to the histories, if it
+    /// is not there yet.
     fn split_landed(
         &mut self,
         p: Pending,
         shard_id: &Arc<str>,
         seq: &Arc<str>,
-        attempt: &(Instant, std::time::Instant, Duration, Option<AttemptError>),
-        record: bool,
+        done: Option<&Done>,
     ) {
         let range = self.map.range(shard_id);
         let aggregated = p.items.len() > 1;
         let mut delivered = 0u64;
         let mut strays = 0usize;
-        for (pos, item) in p.items.into_iter().enumerate() {
-            let mut item = if record {
-                record_attempt(item, attempt.clone())
-            } else {
-                item
-            };
+        for (pos, mut item) in p.items.into_iter().enumerate() {
+            if let Some(done) = done {
+                item.record_attempt(done, None);
+            }
             if range.is_some_and(|r| r.contains(item.hash)) {
                 delivered += 1;
                 self.deliver(item, pos, aggregated, shard_id, seq);
             } else {
-                if let Some(last) = item.attempts.last_mut() {
+                if let Some(last) = item.cold.as_mut().and_then(|c| c.attempts.last_mut()) {
                     last.error = Some(AttemptError {
                         code: "WrongShard".into(),
                         message: format!(
@@ -1065,6 +1315,7 @@ impl Engine {
         }
     }
 
+    /// A record whose attempts are all recorded (the last one succeeded) is in the stream.
     fn deliver(
         &mut self,
         mut item: Item,
@@ -1074,14 +1325,14 @@ impl Engine {
         seq: &Arc<str>,
     ) {
         self.release(&item);
-        let outcome = PutOutcome {
+        let attempts = item.take_attempts(None);
+        item.reply.send(Ok(PutOutcome {
             shard_id: shard_id.clone(),
             sequence_number: seq.clone(),
             sub_sequence_number: pos as u64,
             aggregated,
-            attempts: std::mem::take(&mut item.attempts),
-        };
-        let _ = item.reply.send(Ok(outcome));
+            attempts,
+        }));
     }
 
     fn finish_failed(&mut self, item: Item, fate: &Fate) {
@@ -1106,17 +1357,29 @@ impl Engine {
             },
             Fate::Closed => PutFailure::Closed { record, attempts },
         };
-        let _ = reply.send(Err(failure));
+        reply.send(Err(failure));
     }
 
     /// Returns the item's permits (batched) and counts it done for `flush`.
     fn release(&mut self, item: &Item) {
-        self.release_bytes += item.cost;
+        self.release_bytes += item.cost as usize;
         self.release_records += 1;
-        if let Some(n) = self.outstanding.get_mut(&item.epoch) {
-            *n -= 1;
-            if *n == 0 {
-                self.outstanding.remove(&item.epoch);
+        self.count_done(item.epoch, 1);
+    }
+
+    fn release_tally(&mut self, tally: &Tally) {
+        self.release_bytes += tally.bytes;
+        self.release_records += tally.records;
+        for &(epoch, n) in &tally.epochs {
+            self.count_done(epoch, n);
+        }
+    }
+
+    fn count_done(&mut self, epoch: u64, n: usize) {
+        if let Some(left) = self.outstanding.get_mut(&epoch) {
+            *left -= n;
+            if *left == 0 {
+                self.outstanding.remove(&epoch);
             }
         }
     }
@@ -1144,21 +1407,31 @@ impl Engine {
     }
 }
 
-fn record_attempt(
-    mut item: Item,
-    (started, started_std, duration, error): (
-        Instant,
-        std::time::Instant,
-        Duration,
-        Option<AttemptError>,
-    ),
-) -> Item {
-    item.attempts.push(Attempt {
-        started: started_std,
-        delay: started.saturating_duration_since(item.last_end),
-        duration,
-        error,
-    });
-    item.last_end = started + duration;
-    item
+/// The linger deadline of a record that arrived at `arrival`: never after its expiry.
+fn deadline(cfg: &Config, arrival: Instant) -> Instant {
+    let expires = expires(cfg, arrival);
+    arrival
+        .checked_add(cfg.record_max_buffered_time)
+        .map_or(expires, |d| d.min(expires))
+}
+
+/// When a record that arrived at `arrival` expires. Saturating: a huge TTL must not overflow
+/// the clock (it did in one KPL user's integration).
+fn expires(cfg: &Config, arrival: Instant) -> Instant {
+    arrival
+        .checked_add(cfg.record_ttl)
+        .or_else(|| arrival.checked_add(Duration::from_secs(86_400 * 365)))
+        .unwrap_or(arrival)
+}
+
+/// The records of `batch`, each with the failed attempt added to its history.
+fn failed_items(batch: Vec<Pending>, done: &Done, err: &AttemptError) -> Vec<Item> {
+    batch
+        .into_iter()
+        .flat_map(|p| p.items)
+        .map(|mut i| {
+            i.record_attempt(done, Some(err.clone()));
+            i
+        })
+        .collect()
 }

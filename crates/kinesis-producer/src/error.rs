@@ -95,6 +95,17 @@ pub enum PutError {
 
 impl PutError {
     /// The record that was refused.
+    pub fn record(&self) -> &Record {
+        match self {
+            PutError::InvalidPartitionKey { record, .. }
+            | PutError::InvalidExplicitHashKey { record, .. }
+            | PutError::RecordTooLarge { record, .. }
+            | PutError::Full { record }
+            | PutError::Closed { record } => record,
+        }
+    }
+
+    /// The record that was refused.
     pub fn into_record(self) -> Record {
         match self {
             PutError::InvalidPartitionKey { record, .. }
@@ -156,6 +167,14 @@ pub enum PutFailure {
     /// was in flight): the record may or may not be in the stream.
     #[error("the producer's task ended before the record's outcome was known")]
     Lost,
+    /// [`Producer::put_batch`](crate::Producer::put_batch) only: the record was refused at
+    /// once, as [`Producer::put`](crate::Producer::put) would have refused it (invalid, or
+    /// the producer closed). It was never buffered, and no attempt was made.
+    #[error("refused: {error}")]
+    Refused {
+        /// Why, with the record.
+        error: PutError,
+    },
 }
 
 fn last_error(attempts: &[Attempt]) -> String {
@@ -175,6 +194,7 @@ impl PutFailure {
             | PutFailure::StreamNotFound { record, .. }
             | PutFailure::Rejected { record, .. }
             | PutFailure::Closed { record, .. } => Some(record),
+            PutFailure::Refused { error } => Some(error.record()),
             PutFailure::Lost => None,
         }
     }
@@ -186,6 +206,7 @@ impl PutFailure {
             | PutFailure::StreamNotFound { record, .. }
             | PutFailure::Rejected { record, .. }
             | PutFailure::Closed { record, .. } => Some(record),
+            PutFailure::Refused { error } => Some(error.into_record()),
             PutFailure::Lost => None,
         }
     }
@@ -197,7 +218,7 @@ impl PutFailure {
             | PutFailure::StreamNotFound { attempts, .. }
             | PutFailure::Rejected { attempts, .. }
             | PutFailure::Closed { attempts, .. } => attempts,
-            PutFailure::Lost => &[],
+            PutFailure::Refused { .. } | PutFailure::Lost => &[],
         }
     }
 }

@@ -3,7 +3,8 @@
 //! # Data flow
 //!
 //! ```text
-//!  put(Record) ── validate ── permits (bytes, records): the backpressure ──► engine task
+//!  put(Record) ─────────┐
+//!  put_batch(records) ──┴ validate ─ permits (bytes, records): the backpressure ─► engine task
 //!                                                                              │
 //!     ┌────────────────────────────────────────────────────────────────────────┘
 //!     ▼
@@ -12,7 +13,7 @@
 //!                                                time, or until full)     × rate %, AIMD)
 //!                                                                              │
 //!  PutHandle ◄─ outcome ◄─ retrier ◄─ PutRecords (≤ max in flight) ◄─ collector (≤ 500 / 5 MiB)
-//!               (shard, sequence, sub-sequence, attempts)  or  PutFailure (record handed back)
+//!  PutBatchHandle ◄┘ (shard, sequence, sub-sequence, attempts)  or  PutFailure (record handed back)
 //! ```
 //!
 //! ```no_run
@@ -33,12 +34,18 @@
 //!   and [`max_buffered_records`](ProducerBuilder::max_buffered_records) are held, in flight
 //!   and retries included; [`Producer::put`] waits for space, [`Producer::try_put`] says
 //!   [`PutError::Full`]. Memory stays bounded whatever the load.
+//! - **Batches.** [`Producer::put_batch`] takes many records with one call and gives one
+//!   handle for all their outcomes: the same pipeline, at a lower CPU cost per record than
+//!   a `put` each (no channel per record; space reserved and records handed over by chunks).
 //! - **Aggregation per predicted shard**, so that no aggregate spans shards (the KCL drops
 //!   those). While the shard map is unknown, records go alone.
 //! - **Rate limiting with feedback.** Token buckets per shard at `rate_limit` % of the shard
 //!   limits, letting out at most 0.2 s of tokens at once; `ProvisionedThroughputExceeded`
 //!   cuts the shard's rate by 10 % (at most once per second, Kinesis' limit window), and
-//!   unthrottled sending adds 5 % of the configured rate back per second.
+//!   unthrottled sending adds 5 % of the configured rate back per second, a tenth of that
+//!   near the rate at which the shard last throttled (it probes there, rather than
+//!   overshooting it). A request that the limiter keeps from filling waits up to 25 ms for
+//!   more tokens instead of going with one or two records.
 //! - **Classified retries.** Throttling and transient errors (5xx, timeouts, connection
 //!   failures, `InternalFailure`) are retried with exponential backoff and jitter, only for
 //!   the failed entries of a request, re-predicted and re-aggregated. Permanent errors
@@ -101,6 +108,7 @@ mod error;
 mod limiter;
 mod producer;
 mod record;
+mod reply;
 mod retry;
 mod shard_map;
 #[cfg(test)]
@@ -109,5 +117,6 @@ mod tests;
 pub use config::ENV_PREFIX;
 pub use error::{BuildError, ConfigError, PutError, PutFailure};
 pub use kinesis_aggregation::HashKey;
-pub use producer::{Producer, ProducerBuilder, PutHandle, RECORD_OVERHEAD};
+pub use producer::{Producer, ProducerBuilder, RECORD_OVERHEAD};
 pub use record::{Attempt, AttemptError, PutOutcome, Record};
+pub use reply::{PutBatchHandle, PutHandle};

@@ -3,14 +3,28 @@
 //! ```text
 //!  Kinesis record ──► records bucket (1000/s × rate%) ──┐
 //!                └──► bytes bucket (1 MiB/s × rate%)  ──┴─► both have tokens? ─► collector
-//!  ProvisionedThroughputExceeded ──► factor × 0.85 (at most once per second)
-//!  successful request            ──► factor + 0.05 per second since the last change (≤ 1)
+//!  ProvisionedThroughputExceeded ──► ceiling = factor; factor × 0.9 (at most once per second;
+//!                                    × 0.97 if near the last ceiling after 2 quiet seconds)
+//!  successful request            ──► factor + 0.05 per second since the last change (≤ 1;
+//!                                    none in the second after a decrease), a twentieth
+//!                                    of that within [0.97, 1.05] × ceiling
 //! ```
 //!
 //! The KPL limits at 150 % of the shard's nominal capacity by default and never reacts to
 //! throttling; a shard shared with other writers then throttles forever. Here the effective
 //! rate is `nominal × rate% × factor`, and the factor follows additive-increase /
 //! multiplicative-decrease, so a producer converges to what the shard actually accepts.
+//!
+//! Plain AIMD spends half of each cycle well below the capacity it found. So the rate at the
+//! last throttling is kept as a ceiling: after a decrease the factor climbs back quickly to
+//! just under it, then probes slowly around it (as TCP CUBIC does around its last maximum),
+//! and quickly again once well past it (the shard's capacity grew: another writer stopped).
+//! A throttling that comes while probing near the ceiling, after quiet seconds, only says
+//! that the rate just crossed the capacity it was found at: the decrease is then gentle.
+//! Throttling in consecutive seconds (the capacity dropped: another writer started) gets the
+//! full decrease each second. With one shard at its limit, this keeps it 95–96 % busy with
+//! a throttled request every second or two, where plain AIMD got 93–95 % with two or three
+//! per second (`docs/BENCHMARKS.md`).
 //!
 //! Time is passed in, never read, so the arithmetic is tested without a clock.
 
@@ -30,6 +44,13 @@ const DECREASE: f64 = 0.9;
 /// Additive increase per second without throttling, in units of the factor (time-based, so
 /// that it does not depend on how many requests carry a shard's records).
 const INCREASE_PER_SEC: f64 = 0.05;
+/// Within `[PROBE_FROM, PROBE_TO] × ceiling`, the increase is `PROBE_SHARE` of the above.
+const PROBE_FROM: f64 = 0.97;
+const PROBE_TO: f64 = 1.05;
+const PROBE_SHARE: f64 = 0.05;
+/// The decrease for a throttling while probing near the ceiling after `QUIET` without one.
+const DECREASE_NEAR: f64 = 0.97;
+const QUIET: Duration = Duration::from_secs(2);
 /// Kinesis enforces its limits per second, and one throttled second reports many throttled
 /// entries over several requests: one decrease per second, not one per entry.
 const DECREASE_WINDOW: Duration = Duration::from_secs(1);
@@ -117,6 +138,8 @@ pub(crate) struct ShardLimiter {
     base: f64,
     /// Throttling feedback, in [`MIN_FACTOR`, 1].
     factor: f64,
+    /// The factor when the shard last throttled: about where its capacity was found.
+    ceiling: Option<f64>,
     last_decrease: Option<Instant>,
     /// Since when the factor has been growing (the last success or decrease).
     last_increase: Instant,
@@ -131,6 +154,7 @@ impl ShardLimiter {
             bytes: TokenBucket::with_burst(SHARD_BYTES_PER_SEC * base, BURST_SECS, now),
             base,
             factor: 1.0,
+            ceiling: None,
             last_decrease: None,
             last_increase: now,
         }
@@ -155,9 +179,21 @@ impl ShardLimiter {
         {
             return;
         }
+        let quiet = self
+            .last_decrease
+            .is_none_or(|t| now.saturating_duration_since(t) >= QUIET);
+        let decrease = if quiet && self.probing() {
+            DECREASE_NEAR
+        } else {
+            DECREASE
+        };
         self.last_decrease = Some(now);
-        self.last_increase = now;
-        self.factor = (self.factor * DECREASE).max(MIN_FACTOR);
+        // No increase for a second: requests sent before this one was answered are still
+        // coming back throttled, and growing meanwhile would undo the decrease (converging
+        // from 150 % took twice as long).
+        self.last_increase = now + DECREASE_WINDOW;
+        self.ceiling = Some(self.factor);
+        self.factor = (self.factor * decrease).max(MIN_FACTOR);
         self.apply(now);
     }
 
@@ -168,10 +204,21 @@ impl ShardLimiter {
             .as_secs_f64();
         self.last_increase = self.last_increase.max(now);
         if self.factor < 1.0 {
+            let step = if self.probing() {
+                INCREASE_PER_SEC * PROBE_SHARE
+            } else {
+                INCREASE_PER_SEC
+            };
             // A long quiet spell is not a proof of capacity: at most one second's worth.
-            self.factor = (self.factor + INCREASE_PER_SEC * dt.min(1.0)).min(1.0);
+            self.factor = (self.factor + step * dt.min(1.0)).min(1.0);
             self.apply(now);
         }
+    }
+
+    /// Whether the factor is near the last ceiling, where the capacity was found.
+    fn probing(&self) -> bool {
+        self.ceiling
+            .is_some_and(|c| (c * PROBE_FROM..c * PROBE_TO).contains(&self.factor))
     }
 
     fn apply(&mut self, now: Instant) {
@@ -259,9 +306,12 @@ mod tests {
         l.on_throttled(t0 + Duration::from_millis(1000));
         assert!((l.factor() - DECREASE * DECREASE).abs() < 1e-9);
         // Successes add INCREASE_PER_SEC per second, however many there are.
+        // Nothing comes back in the second after a decrease.
         let f = l.factor();
+        l.on_success(t0 + Duration::from_millis(1900));
+        assert_eq!(l.factor(), f);
         for i in 1..=100 {
-            l.on_success(t0 + Duration::from_millis(1000 + 10 * i));
+            l.on_success(t0 + Duration::from_millis(2000 + 10 * i));
         }
         assert!(
             (l.factor() - (f + INCREASE_PER_SEC)).abs() < 1e-9,
@@ -279,6 +329,64 @@ mod tests {
             l.on_throttled(t0 + Duration::from_secs(4000 + i));
         }
         assert_eq!(l.factor(), MIN_FACTOR);
+    }
+
+    #[test]
+    fn growth_is_fast_below_the_last_ceiling_and_slow_around_it() {
+        let t0 = Instant::now();
+        let mut l = ShardLimiter::new(100, t0);
+        for i in 0..4 {
+            l.on_throttled(t0 + Duration::from_secs(i));
+        }
+        let ceiling = DECREASE.powi(3);
+        let low = l.factor();
+        assert!((low - ceiling * DECREASE).abs() < 1e-9);
+        // Far below the ceiling: the full increase.
+        let mut t = t0 + Duration::from_secs(4);
+        t += Duration::from_secs(1);
+        l.on_success(t);
+        assert!((l.factor() - (low + INCREASE_PER_SEC)).abs() < 1e-9);
+        // Climb until within reach of the ceiling, then a twentieth per second.
+        while l.factor() < ceiling * PROBE_FROM {
+            t += Duration::from_secs(1);
+            l.on_success(t);
+        }
+        let near = l.factor();
+        t += Duration::from_secs(1);
+        l.on_success(t);
+        assert!((l.factor() - (near + INCREASE_PER_SEC * PROBE_SHARE)).abs() < 1e-9);
+        // Well past it (the shard's capacity grew): fast again.
+        while l.factor() < ceiling * PROBE_TO {
+            t += Duration::from_secs(1);
+            l.on_success(t);
+        }
+        let past = l.factor();
+        t += Duration::from_secs(1);
+        l.on_success(t);
+        assert!((l.factor() - (past + INCREASE_PER_SEC).min(1.0)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn an_isolated_throttling_near_the_ceiling_decreases_gently() {
+        let t0 = Instant::now();
+        let mut l = ShardLimiter::new(100, t0);
+        l.on_throttled(t0);
+        let ceiling = 1.0;
+        let mut t = t0;
+        while l.factor() < ceiling * PROBE_FROM {
+            t += Duration::from_secs(1);
+            l.on_success(t);
+        }
+        // Probing, quiet for more than two seconds: a gentle decrease.
+        let f = l.factor();
+        t += Duration::from_secs(1);
+        l.on_throttled(t);
+        assert!((l.factor() - f * DECREASE_NEAR).abs() < 1e-9);
+        // Throttled again the next second: the capacity dropped, the full decrease.
+        let f = l.factor();
+        t += Duration::from_secs(1);
+        l.on_throttled(t);
+        assert!((l.factor() - f * DECREASE).abs() < 1e-9);
     }
 
     proptest! {

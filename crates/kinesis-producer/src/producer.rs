@@ -1,10 +1,7 @@
 //! The public handle: builder, `put`, `flush`, `close`.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use kinesis_aggregation::{HashKey, UserRecord};
@@ -15,13 +12,16 @@ use crate::api::{CallErrorKind, KinesisApi, SdkApi, StreamId};
 use crate::config::Config;
 use crate::engine::{Command, Engine, Item};
 use crate::error::{BuildError, ConfigError, PutError, PutFailure};
-use crate::record::{PutOutcome, Record};
+use crate::record::Record;
+use crate::reply::{Batch, BatchSlot, PutBatchHandle, PutHandle, Reply};
 use crate::shard_map;
 
 /// What one buffered record costs the producer beyond its data and partition key, as counted
-/// against [`ProducerBuilder::max_buffered_bytes`]. Measured: about 950 bytes per record (the
-/// per-record result channel, the attempt history, queue and aggregator entries) under
-/// overload with 100-byte records; rounded up.
+/// against [`ProducerBuilder::max_buffered_bytes`]: the pipeline item, the result channel or
+/// batch slot, the record's share of its aggregate and request, and the allocator's own
+/// overhead on the key and data. Measured under overload with 100-byte records, the process
+/// then grows by 1.1–1.3 × `max_buffered_bytes` (docs/BENCHMARKS.md): a conservative round
+/// figure.
 pub const RECORD_OVERHEAD: usize = 1024;
 
 /// Builds a [`Producer`]. Every setting has a default; the KPL's name for it is given.
@@ -299,25 +299,13 @@ impl Producer {
     /// At once, with the record: an invalid partition key or explicit hash key, a record
     /// over the maximum size, or a closed producer.
     pub async fn put(&self, record: Record) -> Result<PutHandle, PutError> {
-        let (user, hash, cost) = self.validate(record)?;
-        let inner = &self.inner;
-        let permits = async {
-            inner.records.acquire().await?.forget();
-            match inner.bytes.acquire_many(cost as u32).await {
-                Ok(p) => p.forget(),
-                Err(e) => {
-                    inner.records.add_permits(1);
-                    return Err(e);
-                }
-            }
-            Ok(())
-        };
-        if permits.await.is_err() {
+        let v = self.validate(record)?;
+        if self.acquire(1, v.cost).await.is_err() {
             return Err(PutError::Closed {
-                record: back(user.0, user.1),
+                record: v.into_record(),
             });
         }
-        self.send(user, hash, cost)
+        self.send(v)
     }
 
     /// Puts a record if there is buffer space now.
@@ -325,40 +313,134 @@ impl Producer {
     /// # Errors
     /// As [`put`](Self::put), plus [`PutError::Full`] when the buffer limits are reached.
     pub fn try_put(&self, record: Record) -> Result<PutHandle, PutError> {
-        let (user, hash, cost) = self.validate(record)?;
-        let inner = &self.inner;
-        let result = match inner.records.try_acquire() {
-            Ok(p) => {
-                p.forget();
-                match inner.bytes.try_acquire_many(cost as u32) {
-                    Ok(p) => {
-                        p.forget();
-                        Ok(())
-                    }
-                    Err(e) => {
-                        inner.records.add_permits(1);
-                        Err(e)
-                    }
-                }
-            }
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(()) => self.send(user, hash, cost),
+        let v = self.validate(record)?;
+        match self.try_acquire(1, v.cost) {
+            Ok(()) => self.send(v),
             Err(TryAcquireError::NoPermits) => Err(PutError::Full {
-                record: back(user.0, user.1),
+                record: v.into_record(),
             }),
             Err(TryAcquireError::Closed) => Err(PutError::Closed {
-                record: back(user.0, user.1),
+                record: v.into_record(),
             }),
         }
     }
 
-    #[allow(clippy::type_complexity)]
-    fn validate(
-        &self,
-        record: Record,
-    ) -> Result<((UserRecord, Option<String>), HashKey, usize), PutError> {
+    /// Puts many records at once, with one handle for all of them: cheaper per record than
+    /// [`put`](Self::put) (buffer space is reserved and records are handed to the background
+    /// task by chunks of up to 512, and outcomes are gathered without a channel per record),
+    /// for callers that hold several records anyway: a request body, a file, a batch read
+    /// from a queue.
+    ///
+    /// Waits for buffer space as `put` does, chunk by chunk, so a batch larger than the
+    /// buffer goes in as space frees up. The handle resolves once every record has its final
+    /// outcome, to the outcomes in the order of `records`. A record that `put` would refuse
+    /// at once (invalid, or the producer closed) gets [`PutFailure::Refused`] in its place;
+    /// the others go on. Ordering, retries, TTL and `flush` treat each record as if it had
+    /// been put alone, in the order given.
+    pub async fn put_batch(&self, records: impl IntoIterator<Item = Record>) -> PutBatchHandle {
+        let records = records.into_iter();
+        let cfg = &self.inner.config;
+        // A quarter of the buffer at most, so that a batch does not wait for the whole
+        // buffer to drain, nor hold all of it while it waits for the rest.
+        let max_records = (cfg.max_buffered_records / 4).clamp(1, BATCH_CHUNK_RECORDS);
+        let max_bytes = (cfg.max_buffered_bytes / 4).min(BATCH_CHUNK_BYTES);
+        let batch = Batch::new(records.size_hint().0);
+        let mut chunk: Vec<Item> = Vec::new();
+        let mut chunk_cost = 0;
+        let mut n = 0;
+        for record in records {
+            let index = n as u32;
+            n += 1;
+            let v = match self.validate(record) {
+                Ok(v) => v,
+                Err(error) => {
+                    batch.fill(index as usize, Err(PutFailure::Refused { error }));
+                    continue;
+                }
+            };
+            if !chunk.is_empty() && (chunk.len() >= max_records || chunk_cost + v.cost > max_bytes)
+            {
+                self.send_chunk(std::mem::take(&mut chunk), chunk_cost)
+                    .await;
+                chunk_cost = 0;
+            }
+            if chunk.capacity() == 0 {
+                chunk.reserve_exact(max_records);
+            }
+            chunk_cost += v.cost;
+            // The arrival time is set once the chunk has its buffer space.
+            chunk.push(v.into_item(Reply::Batch(BatchSlot::new(&batch, index)), Instant::now()));
+        }
+        if !chunk.is_empty() {
+            self.send_chunk(chunk, chunk_cost).await;
+        }
+        batch.seal(n);
+        PutBatchHandle { batch }
+    }
+
+    async fn send_chunk(&self, mut items: Vec<Item>, cost: usize) {
+        let refuse = |items: Vec<Item>| {
+            for item in items {
+                let (record, _, reply) = item.into_record();
+                reply.send(Err(PutFailure::Refused {
+                    error: PutError::Closed { record },
+                }));
+            }
+        };
+        if self.acquire(items.len(), cost).await.is_err() {
+            return refuse(items);
+        }
+        let now = Instant::now();
+        for item in &mut items {
+            item.arrival = now;
+        }
+        let n = items.len();
+        if let Err(mpsc::error::SendError(cmd)) = self.inner.tx.send(Command::PutMany(items)) {
+            self.inner.bytes.add_permits(cost);
+            self.inner.records.add_permits(n);
+            if let Command::PutMany(items) = cmd {
+                refuse(items);
+            }
+        }
+    }
+
+    /// Takes `records` and `bytes` permits now, or says why not.
+    fn try_acquire(&self, records: usize, bytes: usize) -> Result<(), TryAcquireError> {
+        let inner = &self.inner;
+        // Both or neither: a permit guard dropped on the way out gives its permits back.
+        let r = inner.records.try_acquire_many(records as u32)?;
+        let b = inner.bytes.try_acquire_many(bytes as u32)?;
+        r.forget();
+        b.forget();
+        Ok(())
+    }
+
+    /// Takes `records` and `bytes` permits, waiting for them if need be; fails only when the
+    /// producer is closed. Tries without waiting first: that path needs no future state.
+    /// Cancel-safe: dropped while waiting, it holds nothing.
+    async fn acquire(&self, records: usize, bytes: usize) -> Result<(), Closed> {
+        match self.try_acquire(records, bytes) {
+            Ok(()) => return Ok(()),
+            Err(TryAcquireError::Closed) => return Err(Closed),
+            Err(TryAcquireError::NoPermits) => {}
+        }
+        let inner = &self.inner;
+        let r = inner
+            .records
+            .acquire_many(records as u32)
+            .await
+            .map_err(|_| Closed)?;
+        let b = inner
+            .bytes
+            .acquire_many(bytes as u32)
+            .await
+            .map_err(|_| Closed)?;
+        r.forget();
+        b.forget();
+        Ok(())
+    }
+
+    fn validate(&self, record: Record) -> Result<Valid, PutError> {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(PutError::Closed { record });
         }
@@ -396,47 +478,28 @@ impl Producer {
                 (user, hash)
             }
         };
-        Ok(((user, explicit_hash_key), hash, size + RECORD_OVERHEAD))
+        Ok(Valid {
+            user,
+            ehk_text: explicit_hash_key,
+            hash,
+            cost: size + RECORD_OVERHEAD,
+        })
     }
 
-    fn send(
-        &self,
-        (user, ehk_text): (UserRecord, Option<String>),
-        hash: HashKey,
-        cost: usize,
-    ) -> Result<PutHandle, PutError> {
-        let now = Instant::now();
-        let cfg = &self.inner.config;
-        let expires = now
-            .checked_add(cfg.record_ttl)
-            .unwrap_or(now + Duration::from_secs(86_400 * 365));
-        let deadline = now
-            .checked_add(cfg.record_max_buffered_time)
-            .unwrap_or(expires)
-            .min(expires);
+    fn send(&self, v: Valid) -> Result<PutHandle, PutError> {
         let (reply, rx) = oneshot::channel();
-        let item = Item {
-            user,
-            ehk_text,
-            hash,
-            reply,
-            attempts: Vec::new(),
-            deadline,
-            expires,
-            last_end: now,
-            cost,
-            epoch: 0,
-        };
+        let cost = v.cost;
+        let item = v.into_item(Reply::One(reply), Instant::now());
         match self.inner.tx.send(Command::Put(item)) {
             Ok(()) => Ok(PutHandle { rx }),
             Err(mpsc::error::SendError(cmd)) => {
+                self.inner.bytes.add_permits(cost);
+                self.inner.records.add_permits(1);
                 let Command::Put(item) = cmd else {
                     unreachable!()
                 };
-                self.inner.bytes.add_permits(cost);
-                self.inner.records.add_permits(1);
                 Err(PutError::Closed {
-                    record: back(item.user, item.ehk_text),
+                    record: item.into_record().0,
                 })
             }
         }
@@ -474,28 +537,40 @@ impl Producer {
     }
 }
 
-fn back(user: UserRecord, ehk_text: Option<String>) -> Record {
-    let (partition_key, _, data) = user.into_parts();
-    Record {
-        partition_key,
-        explicit_hash_key: ehk_text,
-        data,
+/// The semaphores are closed: the producer is.
+struct Closed;
+
+/// A record that passed validation, before it becomes a pipeline item.
+struct Valid {
+    user: UserRecord,
+    ehk_text: Option<String>,
+    hash: HashKey,
+    cost: usize,
+}
+
+impl Valid {
+    fn into_item(self, reply: Reply, arrival: Instant) -> Item {
+        Item::new(
+            self.user,
+            self.ehk_text,
+            self.hash,
+            reply,
+            arrival,
+            self.cost,
+        )
+    }
+
+    fn into_record(self) -> Record {
+        let (partition_key, _, data) = self.user.into_parts();
+        Record {
+            partition_key,
+            explicit_hash_key: self.ehk_text,
+            data,
+        }
     }
 }
 
-/// The outcome of one put, to be awaited. Dropping it does not cancel the put.
-#[derive(Debug)]
-#[must_use = "a PutHandle tells whether the record was written; drop it explicitly to ignore that"]
-pub struct PutHandle {
-    rx: oneshot::Receiver<Result<PutOutcome, PutFailure>>,
-}
-
-impl Future for PutHandle {
-    type Output = Result<PutOutcome, PutFailure>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.rx)
-            .poll(cx)
-            .map(|r| r.unwrap_or(Err(PutFailure::Lost)))
-    }
-}
+/// Most records per chunk of a `put_batch`: one permit request and one hand-over each.
+const BATCH_CHUNK_RECORDS: usize = 512;
+/// Most bytes (as permits count them) per chunk of a `put_batch`; a larger record goes alone.
+const BATCH_CHUNK_BYTES: usize = 16 << 20;

@@ -117,8 +117,39 @@ pub struct PutOutcome {
     pub(crate) sequence_number: Arc<str>,
     pub(crate) sub_sequence_number: u64,
     pub(crate) aggregated: bool,
-    pub(crate) attempts: Vec<Attempt>,
+    pub(crate) attempts: Attempts,
 }
+
+/// A record's attempt history. Almost every record succeeds at its first attempt: that one
+/// is kept inline, so that a success costs no allocation; retried records carry a vector.
+#[derive(Clone)]
+pub(crate) enum Attempts {
+    One(Attempt),
+    Many(Vec<Attempt>),
+}
+
+impl Attempts {
+    pub(crate) fn as_slice(&self) -> &[Attempt] {
+        match self {
+            Attempts::One(a) => std::slice::from_ref(a),
+            Attempts::Many(v) => v,
+        }
+    }
+}
+
+impl std::fmt::Debug for Attempts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.as_slice().fmt(f)
+    }
+}
+
+impl PartialEq for Attempts {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for Attempts {}
 
 impl PutOutcome {
     /// The shard that holds the record.
@@ -145,6 +176,6 @@ impl PutOutcome {
 
     /// Every attempt, the last one successful.
     pub fn attempts(&self) -> &[Attempt] {
-        &self.attempts
+        self.attempts.as_slice()
     }
 }

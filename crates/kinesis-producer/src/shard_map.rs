@@ -41,9 +41,22 @@ impl ShardMap {
 
     /// The open shard whose range holds `key`, if any (none when there is no map, or the
     /// stream is mid-reshard and the key falls in a gap).
+    #[cfg(test)]
     pub(crate) fn predict(&self, key: HashKey) -> Option<&Arc<str>> {
+        self.predict_index(key).map(|i| self.open_id(i))
+    }
+
+    /// Where `key` goes: the position of its shard among the open shards
+    /// (`0..open_shards()`), so that the engine can keep per-shard state in a vector; `None`
+    /// when there is no map, or the stream is mid-reshard and the key falls in a gap.
+    pub(crate) fn predict_index(&self, key: HashKey) -> Option<usize> {
         let i = self.open.partition_point(|e| e.0 < key.0);
-        self.open.get(i).filter(|e| e.1 <= key.0).map(|e| &e.2)
+        self.open.get(i).filter(|e| e.1 <= key.0).map(|_| i)
+    }
+
+    /// The id of the open shard at `index` (from [`predict_index`](Self::predict_index)).
+    pub(crate) fn open_id(&self, index: usize) -> &Arc<str> {
+        &self.open[index].2
     }
 
     /// Whether `shard` (open or closed) exists in this map.
@@ -145,7 +158,8 @@ mod tests {
             shards.push(shard("last", start, u128::MAX, true));
             let expected = shards.iter().find(|s| s.range.contains(HashKey(key))).map(|s| s.id.clone());
             let map = ShardMap::new(shards);
-            prop_assert_eq!(map.predict(HashKey(key)).cloned(), expected);
+            prop_assert_eq!(map.predict(HashKey(key)).cloned(), expected.clone());
+            prop_assert_eq!(map.predict_index(HashKey(key)).map(|i| map.open_id(i).clone()), expected);
         }
     }
 }

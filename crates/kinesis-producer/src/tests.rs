@@ -9,7 +9,7 @@ use kinesis_aggregation::{HashKey, HashKeyRange, KinesisRecord};
 use tokio::time::Instant;
 
 use crate::api::{CallError, EntryResult, KinesisApi, ShardDesc, ShardPage, StreamId};
-use crate::{Producer, PutFailure, Record};
+use crate::{Producer, PutError, PutFailure, Record};
 
 /// One shard; every entry fails with `fail_code` if set, else succeeds. Call times logged.
 struct Fake {
@@ -40,7 +40,7 @@ impl KinesisApi for Fake {
     async fn put_records(
         &self,
         _: &StreamId,
-        records: &[KinesisRecord],
+        records: Vec<KinesisRecord>,
     ) -> Result<Vec<EntryResult>, CallError> {
         let n = self.calls.lock().unwrap().len();
         self.calls
@@ -126,6 +126,140 @@ async fn a_full_request_goes_before_the_linger_runs_out() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_batch_larger_than_the_buffer_goes_in_chunks_and_flush_waits_for_it() {
+    let api = fake(None);
+    let producer = builder()
+        .max_buffered_records(8)
+        .build_with_api(api.clone())
+        .await
+        .unwrap();
+    // 100 records through a buffer of 8: chunks of 2 (a quarter of the buffer), each
+    // waiting for the previous ones to be sent.
+    let records = (0..100).map(|i| Record::new(format!("k{i}"), format!("v{i}")));
+    let handle = producer.put_batch(records).await;
+    producer.flush().await;
+    assert_eq!(producer.outstanding_records(), 0);
+    let outcomes = handle.await;
+    assert_eq!(outcomes.len(), 100);
+    for o in &outcomes {
+        assert_eq!(o.as_ref().unwrap().attempts().len(), 1);
+    }
+    // Sent in order: sequence numbers never go back.
+    let seqs: Vec<(usize, u64)> = outcomes
+        .iter()
+        .map(|o| {
+            let o = o.as_ref().unwrap();
+            let (call, pos) = o.sequence_number().split_once('-').unwrap();
+            (
+                call.parse().unwrap(),
+                o.sub_sequence_number() + pos.parse::<u64>().unwrap(),
+            )
+        })
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[0] <= w[1]), "{seqs:?}");
+    producer.close().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn put_batch_refuses_in_place_and_on_a_closed_producer() {
+    let api = fake(None);
+    let producer = builder()
+        .max_user_record_size(100)
+        .build_with_api(api.clone())
+        .await
+        .unwrap();
+    let outcomes = producer
+        .put_batch([
+            Record::new("a", "1"),
+            Record::new("b", vec![0u8; 200]),
+            Record::new("c", "3").with_explicit_hash_key("x"),
+            Record::new("d", "4"),
+        ])
+        .await
+        .await;
+    assert!(outcomes[0].is_ok() && outcomes[3].is_ok());
+    assert_eq!(outcomes[3].as_ref().unwrap().sub_sequence_number(), 1);
+    assert!(matches!(
+        &outcomes[1],
+        Err(PutFailure::Refused {
+            error: PutError::RecordTooLarge { size: 201, .. }
+        })
+    ));
+    match &outcomes[2] {
+        Err(f @ PutFailure::Refused { .. }) => {
+            assert_eq!(f.record().unwrap().explicit_hash_key(), Some("x"));
+            assert!(f.attempts().is_empty());
+        }
+        other => panic!("{other:?}"),
+    }
+    producer.close().await;
+    let outcomes = producer.put_batch([Record::new("e", "5")]).await.await;
+    assert!(matches!(
+        &outcomes[..],
+        [Err(PutFailure::Refused {
+            error: PutError::Closed { .. }
+        })]
+    ));
+    assert!(producer.put_batch(Vec::new()).await.await.is_empty());
+}
+
+#[test]
+fn records_of_a_batch_are_lost_not_forgotten_when_the_runtime_stops() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // The handle is awaited on another runtime, once this one is gone.
+    #[allow(clippy::async_yields_async)]
+    let handle = rt.block_on(async {
+        let producer = builder()
+            .record_max_buffered_time(Duration::from_secs(3600))
+            .build_with_api(fake(None))
+            .await
+            .unwrap();
+        producer
+            .put_batch([Record::new("a", "1"), Record::new("b", "2")])
+            .await
+    });
+    // The engine task, and the records it held, go with the runtime.
+    drop(rt);
+    let outcomes = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(handle);
+    assert!(matches!(
+        &outcomes[..],
+        [Err(PutFailure::Lost), Err(PutFailure::Lost)]
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_limiter_bound_request_gathers_records_instead_of_going_with_one() {
+    let api = fake(None);
+    // Unaggregated records well beyond the shard's 1000 records/s: the limiter binds.
+    let producer = builder()
+        .aggregation(false)
+        .rate_limit(100)
+        .build_with_api(api.clone())
+        .await
+        .unwrap();
+    let outcomes = producer
+        .put_batch((0..3000).map(|i| Record::new(format!("k{i}"), "x")))
+        .await
+        .await;
+    assert!(outcomes.iter().all(Result::is_ok));
+    let calls = api.calls.lock().unwrap().clone();
+    let per_call = 3000.0 / calls.len() as f64;
+    // A token comes every millisecond: sent as they come, most requests would carry one.
+    assert!(
+        per_call >= 20.0,
+        "{} requests, {per_call:.1} records each",
+        calls.len()
+    );
+    producer.close().await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn retries_back_off_and_end_at_the_ttl_with_every_attempt() {
     let api = fake(Some("InternalFailure"));
     let producer = builder()
@@ -194,7 +328,7 @@ impl KinesisApi for Sizes {
     async fn put_records(
         &self,
         _: &StreamId,
-        records: &[KinesisRecord],
+        records: Vec<KinesisRecord>,
     ) -> Result<Vec<EntryResult>, CallError> {
         let bytes = records.iter().map(KinesisRecord::billed_size).sum();
         self.calls.lock().unwrap().push((records.len(), bytes));
@@ -284,7 +418,7 @@ impl KinesisApi for Lists {
     async fn put_records(
         &self,
         s: &StreamId,
-        records: &[KinesisRecord],
+        records: Vec<KinesisRecord>,
     ) -> Result<Vec<EntryResult>, CallError> {
         self.inner.put_records(s, records).await
     }

@@ -71,6 +71,39 @@ async fn every_record_is_delivered_exactly_once_aggregated_per_shard() {
 }
 
 #[tokio::test]
+async fn put_batch_delivers_every_record_once_with_outcomes_in_order() {
+    let (_aws, kinesis, stream, producer) = started("batch", 4).await;
+
+    let want = records("b", 3000, 100);
+    let mut batch: Vec<Record> = want
+        .iter()
+        .map(|(k, d)| Record::new(k.clone(), d.clone()))
+        .collect();
+    // An invalid record mid-batch is refused in its place; the others go on.
+    batch.insert(1234, Record::new("", "no key"));
+    let outcomes = producer.put_batch(batch).await.await;
+    assert_eq!(outcomes.len(), want.len() + 1);
+    for (i, o) in outcomes.into_iter().enumerate() {
+        if i == 1234 {
+            match o {
+                Err(PutFailure::Refused {
+                    error: PutError::InvalidPartitionKey { record, .. },
+                }) => assert_eq!(record.data().as_ref(), b"no key"),
+                other => panic!("{other:?}"),
+            }
+            continue;
+        }
+        let o = o.unwrap();
+        assert_eq!(o.attempts().len(), 1);
+        assert!(o.is_aggregated());
+    }
+    producer.close().await;
+
+    let got = delivered(&kinesis, &stream).await;
+    assert_exactly_once(&got, &want, 0);
+}
+
+#[tokio::test]
 async fn outcomes_carry_sequence_and_sub_sequence_numbers() {
     let (_aws, _kinesis, _stream, producer) = started("subseq", 1).await;
     let handles = put_all(&producer, &records("s", 10, 10)).await;
