@@ -286,40 +286,7 @@ async fn throttling_storms_and_5xx_bursts() {
         ),
         dproxy.inject(Rule::on("Scan").every(4).fault(Fault::throttle())),
     ];
-    let kinesis = local_aws::kinesis_client(kproxy.endpoint());
-    let dynamodb = local_aws::dynamodb_client(dproxy.endpoint());
-    let (stream, app) = (unique_name("chaos-storm"), unique_name("chaos-storm-app"));
-    create_stream(&aws.kinesis_client(), &stream, 4)
-        .await
-        .unwrap();
-
-    let ledger = Ledger::new();
-    let w1 = worker(
-        &app,
-        &stream,
-        &kinesis,
-        &dynamodb,
-        &ledger,
-        "w1",
-        Duration::ZERO,
-    );
-    let w2 = worker(
-        &app,
-        &stream,
-        &kinesis,
-        &dynamodb,
-        &ledger,
-        "w2",
-        Duration::ZERO,
-    );
-    let n = 5_000 * scale();
-    let producer = producer(&kinesis, &stream).await;
-    let production = Production::run(&producer, &ledger, 0..n, 2_000, |_| {}).await;
-    producer.close().await;
-    production.finish().await;
-    ledger.wait_delivered(Duration::from_secs(90), |_| {}).await;
-    w1.shutdown().await;
-    w2.shutdown().await;
+    let ledger = two_workers_through_proxies(&aws, &kproxy, &dproxy, "storm").await;
 
     for rule in storm {
         assert!(kproxy.fired(rule) > 0, "every Kinesis fault fired");
@@ -330,6 +297,45 @@ async fn throttling_storms_and_5xx_bursts() {
     ledger
         .verdict("throttling_storms_and_5xx_bursts")
         .assert_no_failures(&[Duplicate::Replayed]);
+}
+
+/// Stream + producer + two workers, all talking to the emulators through the given proxies:
+/// puts 5 000 × scale records at 2 000/s, waits for them, shuts the workers down.
+async fn two_workers_through_proxies(
+    aws: &LocalAws,
+    kproxy: &FaultProxy,
+    dproxy: &FaultProxy,
+    tag: &str,
+) -> Arc<Ledger> {
+    let kinesis = local_aws::kinesis_client(kproxy.endpoint());
+    let dynamodb = local_aws::dynamodb_client(dproxy.endpoint());
+    let stream = unique_name(&format!("chaos-{tag}"));
+    let app = unique_name(&format!("chaos-{tag}-app"));
+    create_stream(&aws.kinesis_client(), &stream, 4)
+        .await
+        .unwrap();
+    let ledger = Ledger::new();
+    let workers = ["w1", "w2"].map(|name| {
+        worker(
+            &app,
+            &stream,
+            &kinesis,
+            &dynamodb,
+            &ledger,
+            name,
+            Duration::ZERO,
+        )
+    });
+    let n = 5_000 * scale();
+    let producer = producer(&kinesis, &stream).await;
+    let production = Production::run(&producer, &ledger, 0..n, 2_000, |_| {}).await;
+    producer.close().await;
+    production.finish().await;
+    ledger.wait_delivered(Duration::from_secs(90), |_| {}).await;
+    for w in workers {
+        w.shutdown().await;
+    }
+    ledger
 }
 
 /// Connections reset after the service applied the request: on PutRecords (the producer
@@ -351,40 +357,7 @@ async fn connection_resets_after_apply() {
             .every(6)
             .fault(Fault::reset_after_forwarding()),
     );
-    let kinesis = local_aws::kinesis_client(kproxy.endpoint());
-    let dynamodb = local_aws::dynamodb_client(dproxy.endpoint());
-    let (stream, app) = (unique_name("chaos-rst"), unique_name("chaos-rst-app"));
-    create_stream(&aws.kinesis_client(), &stream, 4)
-        .await
-        .unwrap();
-
-    let ledger = Ledger::new();
-    let w1 = worker(
-        &app,
-        &stream,
-        &kinesis,
-        &dynamodb,
-        &ledger,
-        "w1",
-        Duration::ZERO,
-    );
-    let w2 = worker(
-        &app,
-        &stream,
-        &kinesis,
-        &dynamodb,
-        &ledger,
-        "w2",
-        Duration::ZERO,
-    );
-    let n = 5_000 * scale();
-    let producer = producer(&kinesis, &stream).await;
-    let production = Production::run(&producer, &ledger, 0..n, 2_000, |_| {}).await;
-    producer.close().await;
-    production.finish().await;
-    ledger.wait_delivered(Duration::from_secs(90), |_| {}).await;
-    w1.shutdown().await;
-    w2.shutdown().await;
+    let ledger = two_workers_through_proxies(&aws, &kproxy, &dproxy, "rst").await;
 
     assert!(kproxy.fired(put_resets) > 0, "PutRecords answers were lost");
     assert!(

@@ -20,7 +20,14 @@
 //! - `handoff`: `shutdown()` returns → the other worker processes the shard;
 //! - `cold-start`: `build()` + `run()` on a new application → first `process_records`;
 //! - `dynamo-ops`: requests reaching DynamoDB per shard-minute in steady state, counted by a
-//!   `FaultProxy` without rules, with the lease taker at 1 s (default) and at 20 s (KCL).
+//!   `FaultProxy` without rules, with the lease taker at 1 s (default) and at 20 s (KCL);
+//! - `memory`: a 4-shard backlog of KPL aggregates read by a processor far slower than the
+//!   reads: peak RSS of this process (`VmHWM`) against the bound the prefetch settings put on
+//!   what is queued.
+//!
+//! The last stdout line is `BENCH_JSON {...}`: one key per mode that completed, the figures
+//! `cargo xtask bench` reads (the contract is in `xtask/src/bench/consumer.rs`). It is printed
+//! even when a mode fails, with the modes that completed before it.
 //!
 //! The emulator is the `local-aws` binary, spawned as a child (its CPU is not ours): found
 //! with `--local-aws PATH`, `$LOCAL_AWS_BIN`, or next to this example's target directory.
@@ -45,10 +52,11 @@ use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use kinesis_aggregation::{Aggregator, AggregatorConfig, HashKey, HashKeyRange, UserRecord};
 use kinesis_consumer::lease::{DynamoLeaseStore, LeaseStore};
 use kinesis_consumer::{
-    Checkpointer, InitialPosition, ProcessInput, ProcessorError, RecordProcessor, Retrieval,
-    Worker, WorkerHandle,
+    Checkpointer, InitialPosition, PollingConfig, ProcessInput, ProcessorError, RecordProcessor,
+    Retrieval, Worker, WorkerHandle,
 };
 use local_aws::{Endpoints, FaultProxy, LocalAws, testing};
+use serde_json::{Map, Value, json};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
@@ -58,20 +66,23 @@ type Result<T, E = BoxError> = std::result::Result<T, E>;
 const USAGE: &str = "\
 Usage: bench_consumer [MODE ...] [OPTIONS]
 
-Modes: throughput latency failover handoff cold-start dynamo-ops (default: all)
+Modes: throughput latency failover handoff cold-start dynamo-ops memory (default: all)
 
 Options:
   --quick              tiny sizes and short times: checks the harness runs (CI), no figures
   --local-aws PATH     the local-aws binary (default: $LOCAL_AWS_BIN, or target/<profile>/local-aws)
   --in-process         run the emulator in this process instead
   --external           use the emulators named by LOCAL_AWS_* (scripts/external-emulators.sh env)
-  --records N          throughput: user records per run (default 2000000 aggregated; plain: N/4)
+  --records N          throughput: user records per run (default 2000000 aggregated; plain: N/4);
+                       memory: user records in the backlog (default 200000)
   --seconds S          latency: seconds measured (default 40; the settings run side by side);
-                       dynamo-ops: seconds counted per configuration (default 60)
+                       dynamo-ops: seconds counted per configuration (default 60);
+                       memory: seconds of overload measured (default 30)
   --rate R             latency: records put per second (default 100)
   --trials T           throughput rounds / failover / handoff / cold-start repetitions
                        (default 3 / 3 / 5 / 5)
   --shards N           dynamo-ops: shards (default 4)
+  --prefetch-bytes B   memory: max_prefetch_bytes per shard (default 1048576)
   --workers M          dynamo-ops: workers (default 2)
   -h, --help           this help
 ";
@@ -92,15 +103,17 @@ struct Options {
     trials: Option<usize>,
     shards: i32,
     workers: usize,
+    prefetch_bytes: usize,
 }
 
-const MODES: [&str; 6] = [
+const MODES: [&str; 7] = [
     "throughput",
     "latency",
     "failover",
     "handoff",
     "cold-start",
     "dynamo-ops",
+    "memory",
 ];
 
 fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Options>, String> {
@@ -116,6 +129,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Options>, Stri
         trials: None,
         shards: 4,
         workers: 2,
+        prefetch_bytes: 1024 * 1024,
     };
     fn num<T: std::str::FromStr>(name: &str, v: Option<String>) -> Result<T, String> {
         let v = v.ok_or_else(|| format!("{name} needs a value"))?;
@@ -135,6 +149,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Options>, Stri
             "--trials" => o.trials = Some(num::<usize>(&arg, args.next())?.max(1)),
             "--shards" => o.shards = num::<i32>(&arg, args.next())?.max(1),
             "--workers" => o.workers = num::<usize>(&arg, args.next())?.max(1),
+            "--prefetch-bytes" => o.prefetch_bytes = num::<usize>(&arg, args.next())?.max(1),
             "all" => o.modes.extend(MODES.iter().map(|m| m.to_string())),
             m if MODES.contains(&m) => o.modes.push(m.to_owned()),
             other => return Err(format!("unknown argument {other:?}")),
@@ -181,20 +196,36 @@ async fn run(o: Options) -> Result<()> {
         stack.describe(),
         load()
     );
+    // The figures of the modes that completed: printed last, even when a mode fails.
+    let mut figures = Map::new();
+    let mut outcome = Ok(());
     for mode in &o.modes {
         println!("\n## {mode}  (load average: {})", load());
-        match mode.as_str() {
-            "throughput" => throughput(&stack, &o).await?,
-            "latency" => latency(&stack, &o).await?,
-            "failover" => failover(&stack, &o).await?,
-            "handoff" => handoff(&stack, &o).await?,
-            "cold-start" => cold_start(&stack, &o).await?,
-            "dynamo-ops" => dynamo_ops(&stack, &o).await?,
+        let result = match mode.as_str() {
+            "throughput" => throughput(&stack, &o).await,
+            "latency" => latency(&stack, &o).await,
+            "failover" => failover(&stack, &o).await,
+            "handoff" => handoff(&stack, &o).await,
+            "cold-start" => cold_start(&stack, &o).await,
+            "dynamo-ops" => dynamo_ops(&stack, &o).await,
+            "memory" => memory(&stack, &o).await,
             _ => unreachable!("parse accepts only known modes"),
+        };
+        match result {
+            Ok(v) => {
+                figures.insert(mode.clone(), v);
+            }
+            Err(e) => {
+                outcome = Err(format!("{mode}: {e}").into());
+                break;
+            }
         }
     }
-    println!("\n# done (load average: {})", load());
-    Ok(())
+    if outcome.is_ok() {
+        println!("\n# done (load average: {})", load());
+    }
+    println!("BENCH_JSON {}", Value::Object(figures));
+    outcome
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -413,6 +444,30 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// The median of unsorted values (NaN when empty).
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// A number for `BENCH_JSON`, rounded to 3 decimals (null when not finite).
+fn fig(x: f64) -> Value {
+    if x.is_finite() {
+        json!((x * 1000.0).round() / 1000.0)
+    } else {
+        Value::Null
+    }
+}
+
+fn figs(values: &[f64]) -> Value {
+    Value::Array(values.iter().map(|&x| fig(x)).collect())
+}
+
 fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
@@ -507,6 +562,8 @@ impl Tally {
 struct Probe {
     worker: String,
     tally: Arc<Tally>,
+    /// Time spent per user record (a slow processor), zero for a no-op one.
+    per_record: Duration,
 }
 
 #[async_trait]
@@ -539,6 +596,9 @@ impl RecordProcessor for Probe {
         t.records
             .fetch_add(input.records.len() as u64, Ordering::Relaxed);
         t.batches.fetch_add(1, Ordering::Relaxed);
+        if !self.per_record.is_zero() {
+            tokio::time::sleep(self.per_record * input.records.len() as u32).await;
+        }
         match input.checkpointer.checkpoint().await {
             Ok(()) => t.checkpoints.fetch_add(1, Ordering::Relaxed),
             Err(_) => t.checkpoint_errors.fetch_add(1, Ordering::Relaxed),
@@ -569,6 +629,10 @@ struct WorkerSpec<'a> {
     take_interval: Option<Duration>,
     /// Enhanced fan-out instead of polling (`idle` and `max_records` then do nothing).
     fan_out: bool,
+    /// Polling: `max_prefetch_bytes` instead of the default (8 MiB).
+    prefetch_bytes: Option<usize>,
+    /// Time the processor spends per user record.
+    per_record: Duration,
 }
 
 impl<'a> WorkerSpec<'a> {
@@ -583,11 +647,17 @@ impl<'a> WorkerSpec<'a> {
             max_records: 10_000,
             take_interval: None,
             fan_out: false,
+            prefetch_bytes: None,
+            per_record: Duration::ZERO,
         }
     }
 
     fn start(self, stack: &Stack, tally: &Arc<Tally>) -> (WorkerHandle, JoinHandle<()>) {
-        let (tally, worker_id) = (tally.clone(), self.id.to_owned());
+        let (tally, worker_id, per_record) = (tally.clone(), self.id.to_owned(), self.per_record);
+        let mut polling = PollingConfig::default();
+        if let Some(bytes) = self.prefetch_bytes {
+            polling.max_prefetch_bytes = bytes;
+        }
         let mut builder = Worker::builder(
             self.app,
             self.stream,
@@ -596,6 +666,7 @@ impl<'a> WorkerSpec<'a> {
             move || Probe {
                 worker: worker_id.clone(),
                 tally: tally.clone(),
+                per_record,
             },
         )
         .worker_id(self.id)
@@ -604,7 +675,7 @@ impl<'a> WorkerSpec<'a> {
         .retrieval(if self.fan_out {
             Retrieval::fan_out()
         } else {
-            Retrieval::polling()
+            Retrieval::Polling(polling)
         })
         .idle_time_between_reads(self.idle)
         .max_records(self.max_records);
@@ -697,7 +768,7 @@ fn steady_producer(stack: &Stack, stream: &str, rate: u64) -> (Arc<AtomicBool>, 
 // ---------------------------------------------------------------------------------------------
 // 1. Deaggregate-and-dispatch throughput
 
-async fn throughput(stack: &Stack, o: &Options) -> Result<()> {
+async fn throughput(stack: &Stack, o: &Options) -> Result<Value> {
     let aggregated = o
         .records
         .unwrap_or(if o.quick { 20_000 } else { 2_000_000 });
@@ -714,6 +785,8 @@ async fn throughput(stack: &Stack, o: &Options) -> Result<()> {
     );
     println!("|---|---|---|---|---|---|---|---|---|");
     let kinds = ["KPL aggregates", "plain records"];
+    // (records per CPU-second, records per second) of each round, per kind.
+    let (mut agg, mut plain_rates) = (Vec::new(), Vec::new());
     for kind in (0..rounds).flat_map(|_| kinds) {
         let is_agg = kind == "KPL aggregates";
         let total = if is_agg { aggregated } else { plain };
@@ -750,12 +823,21 @@ async fn throughput(stack: &Stack, o: &Options) -> Result<()> {
         if seen != total as u64 {
             println!("note: {seen} records delivered for {total} put (duplicates?)");
         }
+        let rates = (
+            total as f64 / secs(cpu).max(0.01),
+            total as f64 / secs(wall),
+        );
+        if is_agg {
+            agg.push(rates);
+        } else {
+            plain_rates.push(rates);
+        }
         println!(
             "| {kind} | {total} | {kinesis_records} | {max_records} | {:.2} | {:.2} | {:.0} | {:.0} | {} |",
             secs(wall),
             secs(cpu),
-            total as f64 / secs(cpu).max(0.01),
-            total as f64 / secs(wall),
+            rates.0,
+            rates.1,
             child.map_or("n/a".into(), |c| format!("{:.2}", secs(c))),
         );
         println!(
@@ -767,7 +849,14 @@ async fn throughput(stack: &Stack, o: &Options) -> Result<()> {
         );
         kinesis.delete_stream().stream_name(&stream).send().await?;
     }
-    Ok(())
+    let cpu = |r: &[(f64, f64)]| fig(median(&r.iter().map(|x| x.0).collect::<Vec<_>>()));
+    let wall = |r: &[(f64, f64)]| fig(median(&r.iter().map(|x| x.1).collect::<Vec<_>>()));
+    Ok(json!({
+        "agg_records_per_cpu_s": cpu(&agg),
+        "plain_records_per_cpu_s": cpu(&plain_rates),
+        "agg_records_per_s": wall(&agg),
+        "plain_records_per_s": wall(&plain_rates),
+    }))
 }
 
 /// Puts `total` 100-byte user records with distinct 16-byte keys as KPL aggregates (51200
@@ -859,7 +948,7 @@ async fn prefill_plain(
 // ---------------------------------------------------------------------------------------------
 // 2. Put → process latency
 
-async fn latency(stack: &Stack, o: &Options) -> Result<()> {
+async fn latency(stack: &Stack, o: &Options) -> Result<Value> {
     let seconds = o.seconds.unwrap_or(if o.quick { 2 } else { 40 });
     let rate = if o.quick { 50 } else { o.rate };
     println!(
@@ -902,7 +991,8 @@ async fn latency(stack: &Stack, o: &Options) -> Result<()> {
     tokio::time::sleep(Duration::from_secs(if o.quick { 2 } else { 5 })).await;
     stop.store(true, Ordering::Relaxed);
     let put = producer.await?;
-    for ((name, ..), (tally, handle, task)) in settings.iter().zip(running) {
+    let mut rows = Vec::new();
+    for ((name, fan_out, idle_ms), (tally, handle, task)) in settings.iter().zip(running) {
         handle.shutdown().await;
         task.await?;
         let mut ms: Vec<f64> = tally
@@ -916,6 +1006,17 @@ async fn latency(stack: &Stack, o: &Options) -> Result<()> {
             return Err(format!("{name}: no record was processed").into());
         }
         ms.sort_by(f64::total_cmp);
+        let mut row = json!({
+            "setting": if *fan_out { "fan-out".to_owned() } else { format!("polling {idle_ms} ms") },
+            "samples": ms.len(),
+            "p50_ms": fig(percentile(&ms, 50.0)),
+            "p99_ms": fig(percentile(&ms, 99.0)),
+            "max_ms": fig(ms.last().copied().unwrap_or(f64::NAN)),
+        });
+        if !fan_out {
+            row["idle_ms"] = json!(idle_ms);
+        }
+        rows.push(row);
         println!(
             "| {name} | {} | {:.0} | {:.0} | {:.0} | {:.0} |",
             ms.len(),
@@ -935,7 +1036,7 @@ async fn latency(stack: &Stack, o: &Options) -> Result<()> {
         .enforce_consumer_deletion(true)
         .send()
         .await?;
-    Ok(())
+    Ok(Value::Array(rows))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1041,7 +1142,7 @@ impl Pair {
     }
 }
 
-async fn failover(stack: &Stack, o: &Options) -> Result<()> {
+async fn failover(stack: &Stack, o: &Options) -> Result<Value> {
     let failover = Duration::from_secs(if o.quick { 1 } else { 10 });
     let trials = o.trials.unwrap_or(if o.quick { 1 } else { 3 });
     println!(
@@ -1081,10 +1182,10 @@ async fn failover(stack: &Stack, o: &Options) -> Result<()> {
         pair.finish(stack).await?;
     }
     println!("failover: {}", summary(&results));
-    Ok(())
+    Ok(json!({"failover_time_s": fig(secs(failover)), "trials_s": figs(&results)}))
 }
 
-async fn handoff(stack: &Stack, o: &Options) -> Result<()> {
+async fn handoff(stack: &Stack, o: &Options) -> Result<Value> {
     let trials = o.trials.unwrap_or(if o.quick { 1 } else { 5 });
     println!(
         "2 shards, workers A and B (failover_time 10 s, lease taker every 1 s), 40 records/s; \
@@ -1123,13 +1224,16 @@ async fn handoff(stack: &Stack, o: &Options) -> Result<()> {
         percentile(&shutdowns, 50.0),
         shutdowns.last().copied().unwrap_or(f64::NAN)
     );
-    Ok(())
+    Ok(json!({
+        "trials_s": figs(&results),
+        "shutdown_ms_max": fig(shutdowns.last().copied().unwrap_or(f64::NAN)),
+    }))
 }
 
 // ---------------------------------------------------------------------------------------------
 // 5. Cold start
 
-async fn cold_start(stack: &Stack, o: &Options) -> Result<()> {
+async fn cold_start(stack: &Stack, o: &Options) -> Result<Value> {
     let trials = o.trials.unwrap_or(if o.quick { 1 } else { 5 });
     let shards = 4;
     let stream = new_stream(stack, "cold", shards).await?;
@@ -1183,13 +1287,14 @@ async fn cold_start(stack: &Stack, o: &Options) -> Result<()> {
         .stream_name(&stream)
         .send()
         .await?;
-    Ok(())
+    let ms = |v: &[f64]| figs(&v.iter().map(|s| s * 1000.0).collect::<Vec<_>>());
+    Ok(json!({"first_record_ms": ms(&first), "all_shards_ms": ms(&all)}))
 }
 
 // ---------------------------------------------------------------------------------------------
 // 6. DynamoDB operations per shard-minute
 
-async fn dynamo_ops(stack: &Stack, o: &Options) -> Result<()> {
+async fn dynamo_ops(stack: &Stack, o: &Options) -> Result<Value> {
     let seconds = o.seconds.unwrap_or(if o.quick { 3 } else { 60 });
     let (shards, workers) = if o.quick {
         (2, 1)
@@ -1207,6 +1312,7 @@ async fn dynamo_ops(stack: &Stack, o: &Options) -> Result<()> {
         "| lease taker | Scan | UpdateItem | of which checkpoints | renew+take (rest) | GetItem | other | total | per shard-minute: scans | renews | checkpoints | all |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let mut rows = Vec::new();
     for take in [Duration::from_secs(1), Duration::from_secs(20)] {
         let stream = new_stream(stack, "ops", shards).await?;
         let app = testing::unique_name("ops-app");
@@ -1291,6 +1397,15 @@ async fn dynamo_ops(stack: &Stack, o: &Options) -> Result<()> {
             total as f64 / shard_minutes,
         );
         println!("  (load {})", load());
+        rows.push(json!({
+            "lease_taker_s": fig(secs(take)),
+            "shards": shards,
+            "workers": workers,
+            "scans_per_shard_min": fig(scans as f64 / shard_minutes),
+            "renewals_per_shard_min": fig(rest as f64 / shard_minutes),
+            "checkpoints_per_shard_min": fig(checkpoints as f64 / shard_minutes),
+            "total_per_shard_min": fig(total as f64 / shard_minutes),
+        }));
         stack
             .kinesis()
             .delete_stream()
@@ -1304,5 +1419,152 @@ async fn dynamo_ops(stack: &Stack, o: &Options) -> Result<()> {
          scans ≈ {kcl_scans:.1} per shard-minute (one per worker every 20 s), one checkpoint per \
          batch as the application does (here a batch every 1.5 s: ≤ 40 per shard-minute)"
     );
-    Ok(())
+    Ok(Value::Array(rows))
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. Memory under overload
+
+/// A `kB` field of `/proc/self/status` (`VmRSS`, `VmHWM`), in bytes.
+fn status_bytes(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    let kb: u64 = line[field.len()..]
+        .trim_start_matches(':')
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
+/// Resets `VmHWM` to the current RSS (Linux ≥ 4.0), so that the peak measured is the
+/// consumer's and not the pre-fill's.
+fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+async fn memory(stack: &Stack, o: &Options) -> Result<Value> {
+    let total = o.records.unwrap_or(if o.quick { 20_000 } else { 200_000 });
+    let seconds = o.seconds.unwrap_or(if o.quick { 3 } else { 30 });
+    let shards = 4;
+    // Reads of 10 aggregates (≤ 512 000 bytes: ferrokinesis does not cap a read by size, so
+    // the count does) into a queue of at most 1 MiB per shard, so that the backlog is several
+    // times what the queues may hold.
+    let (max_records, prefetch_bytes, aggregate_max) = (10u32, o.prefetch_bytes, 51_200usize);
+    // 4 000 user records/s over the 4 shards: 200 000 take 50 s, longer than the default window.
+    let per_record = Duration::from_millis(1);
+    // What the polling source lets pile up per shard (src/retrieval/polling.rs): a read
+    // starts only while the queue holds < max_prefetch_bytes and brings ≤ max_records
+    // aggregates of ≤ 51200 bytes, so ≤ max_prefetch_bytes + one read; and the channel holds
+    // max_prefetch_batches (3) reads, plus one the reader may hold while waiting for a slot.
+    // Not counted: the batch the processor is working on (one read and its user records),
+    // the HTTP/JSON/base64 buffers of reads in flight, the SDK clients, the runtime and the
+    // allocator's own slack.
+    let read = max_records as usize * aggregate_max;
+    let bound = shards * (prefetch_bytes + read).min((3 + 1) * read);
+    let rss_start = status_bytes("VmRSS").unwrap_or(0);
+    let stream = new_stream(stack, "mem", shards as i32).await?;
+    let kinesis_records = prefill_aggregated(&stack.kinesis(), &stream, total).await?;
+    println!(
+        "{shards} shards holding {total} 100-byte user records in {kinesis_records} KPL aggregates \
+         (~{}); one worker, polling with max_records {max_records}, max_prefetch_bytes {}, \
+         max_prefetch_batches 3, idle_time_between_reads 200 ms; the processor spends {per_record:?} \
+         per user record (~{:.0} records/s over the {shards} shards) and checkpoints every batch. \
+         Peak RSS (VmHWM) of this process over {seconds} s, against the queues' bound \
+         {shards} × min(max_prefetch_bytes + 1 read, (3 + 1) reads of ≤ max_records × 51200) = {}.",
+        mib((kinesis_records * aggregate_max) as u64),
+        mib(prefetch_bytes as u64),
+        shards as f64 / secs(per_record),
+        mib(bound as u64),
+    );
+    if stack.child.is_none() {
+        println!("note: the emulator runs in this process: its memory counts as ours");
+    }
+    let rss_before = status_bytes("VmRSS").ok_or("no VmRSS in /proc/self/status")?;
+    let reset = reset_peak_rss();
+    if !reset {
+        println!("note: /proc/self/clear_refs refused: the peak is the sampled RSS");
+    }
+
+    // Sample RSS every 50 ms as well: a timeline, and the peak if VmHWM cannot be reset.
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut samples = Vec::new();
+            let t0 = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                samples.push((t0.elapsed(), status_bytes("VmRSS").unwrap_or(0)));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            samples
+        })
+    };
+    let app = testing::unique_name("mem-app");
+    let tally = Arc::new(Tally::default());
+    let mut spec = WorkerSpec::new(stack, &app, &stream, "w");
+    spec.idle = Duration::from_millis(200);
+    spec.max_records = max_records;
+    spec.prefetch_bytes = Some(prefetch_bytes);
+    spec.per_record = per_record;
+    let (handle, task) = spec.start(stack, &tally);
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let peak_hwm = status_bytes("VmHWM").unwrap_or(0);
+    let processed = tally.records();
+    stop.store(true, Ordering::Relaxed);
+    let samples = sampler.await?;
+    handle.shutdown().await;
+    task.await?;
+    let sampled_peak = samples.iter().map(|s| s.1).max().unwrap_or(0);
+    let peak = if reset { peak_hwm } else { sampled_peak };
+    if processed == 0 {
+        return Err("no record was processed".into());
+    }
+    let timeline: Vec<String> = samples
+        .iter()
+        .step_by((samples.len() / 10).max(1))
+        .map(|(t, rss)| format!("{:.1} s {}", secs(*t), mib(*rss)))
+        .collect();
+    println!("RSS while reading: {}", timeline.join(", "));
+    println!(
+        "| RSS at start | RSS before the worker | peak RSS (VmHWM) | sampled peak | growth | bound | growth ÷ bound |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    let growth = peak.saturating_sub(rss_before);
+    println!(
+        "| {} | {} | {} | {} | {} | {} | {:.2}× |",
+        mib(rss_start),
+        mib(rss_before),
+        mib(peak),
+        mib(sampled_peak),
+        mib(growth),
+        mib(bound as u64),
+        growth as f64 / bound as f64
+    );
+    println!(
+        "  ({processed} of {total} user records handed to the processor in {seconds} s{}; {} batches; load {})",
+        if (processed as usize) < total {
+            ": still behind at the end"
+        } else {
+            ": the backlog ran out, so the overload did not last (more --records)"
+        },
+        tally.batches.load(Ordering::Relaxed),
+        load()
+    );
+    stack
+        .kinesis()
+        .delete_stream()
+        .stream_name(&stream)
+        .send()
+        .await?;
+    Ok(json!({
+        "buffer_bound_bytes": bound,
+        "rss_before_bytes": rss_before,
+        "peak_rss_bytes": peak,
+    }))
 }
