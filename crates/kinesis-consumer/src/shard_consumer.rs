@@ -52,7 +52,7 @@ use kinesis_aggregation::{HashKeyRange, ReceivedRecord, deaggregate, deaggregate
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tracing::{debug, error, info, warn};
+use tracing::{Instrument, debug, error, info, warn};
 
 use crate::position::{Position, SequenceNumber};
 use crate::processor::{
@@ -579,6 +579,15 @@ impl Run {
             }
             let slice = &records[first..];
             let started = Instant::now();
+            // Counts and positions only: record data and partition keys are payload.
+            let span = tracing::info_span!(
+                "shard.process_batch",
+                shard_id = %shard_id,
+                records = slice.len(),
+                millis_behind_latest,
+                attempt,
+                ok = tracing::field::Empty,
+            );
             let result = self
                 .consumer
                 .processor
@@ -588,7 +597,9 @@ impl Run {
                     millis_behind_latest,
                     checkpointer: &self.checkpointer,
                 })
+                .instrument(span.clone())
                 .await;
+            span.record("ok", result.is_ok());
             metrics::histogram!("RecordProcessor.processRecords.Time", "ShardId" => shard_id.clone())
                 .record(started.elapsed().as_secs_f64() * 1000.0);
             let error = match result {
@@ -648,6 +659,13 @@ impl Run {
         millis_behind_latest: Option<i64>,
         failures: &mut u32,
     ) -> Attempted {
+        // Debug level: every empty read of every quiet shard comes here.
+        let span = tracing::debug_span!(
+            "shard.process_batch",
+            shard_id = %self.consumer.lease.shard_id,
+            records = 0usize,
+            millis_behind_latest,
+        );
         let result = self
             .consumer
             .processor
@@ -657,6 +675,7 @@ impl Run {
                 millis_behind_latest,
                 checkpointer: &self.checkpointer,
             })
+            .instrument(span)
             .await;
         let Err(error) = result else {
             *failures = 0;

@@ -896,11 +896,41 @@ impl Engine {
                 data: Bytes::new(),
             }));
         }
+        // One span per collection (debug) and one per request: never one per record, whose
+        // CPU cost is a measured target. Field values are computed only when a subscriber
+        // wants the span. No partition key or data goes into a field: they are payload.
+        let collect = tracing::debug_span!(
+            "kinesis.collect",
+            stream = self.metrics.stream.as_str(),
+            records = batch.len(),
+            user_records = batch.iter().map(|p| p.items.len()).sum::<usize>(),
+            waited_ms = Instant::now()
+                .saturating_duration_since(self.batch_since)
+                .as_millis() as u64,
+        );
+        let span = tracing::info_span!(
+            parent: &collect,
+            "kinesis.put_records",
+            stream = self.metrics.stream.as_str(),
+            shard = predicted_shard(&batch),
+            records = batch.len(),
+            bytes = batch.iter().map(|p| p.billed).sum::<usize>(),
+            attempt = batch
+                .iter()
+                .flat_map(|p| &p.items)
+                .map(|i| i.attempt_count() + 1)
+                .max()
+                .unwrap_or(1),
+            ok = tracing::field::Empty,
+            failed = tracing::field::Empty,
+            error_code = tracing::field::Empty,
+        );
+        drop(collect);
         let api = Arc::clone(&self.api);
         let stream = self.stream.clone();
         let events = self.events_tx.clone();
         let timeout = self.cfg.request_timeout;
-        tokio::spawn(async move {
+        let request = async move {
             let started = Instant::now();
             let started_std = std::time::Instant::now();
             let result =
@@ -912,6 +942,7 @@ impl Engine {
                         format!("no answer within the request timeout of {timeout:?}"),
                     )),
                 };
+            record_outcome(&result);
             let _ = events.send(Event::PutDone {
                 batch,
                 started,
@@ -919,7 +950,8 @@ impl Engine {
                 duration: started.elapsed(),
                 result,
             });
-        });
+        };
+        tokio::spawn(tracing::Instrument::instrument(request, span));
     }
 
     fn start_map_load(&mut self) {
@@ -1422,6 +1454,47 @@ fn expires(cfg: &Config, arrival: Instant) -> Instant {
         .checked_add(cfg.record_ttl)
         .or_else(|| arrival.checked_add(Duration::from_secs(86_400 * 365)))
         .unwrap_or(arrival)
+}
+
+/// The predicted shard of a request for its span: the shard's id when every record goes to
+/// one shard, "" without a map, "(several)" otherwise.
+fn predicted_shard(batch: &[Pending]) -> &str {
+    match batch.split_first() {
+        Some((first, rest)) if rest.iter().all(|p| p.shard == first.shard) => &first.shard,
+        Some(_) => "(several)",
+        None => "",
+    }
+}
+
+/// Writes a request's outcome into the current `kinesis.put_records` span: how many Kinesis
+/// records were accepted and refused, and an error code (the call's, or the first entry's).
+/// Messages stay out: only codes, which carry no payload.
+fn record_outcome(result: &Result<Vec<EntryResult>, CallError>) {
+    let span = tracing::Span::current();
+    if span.is_disabled() {
+        return;
+    }
+    match result {
+        Ok(entries) => {
+            let mut failed = 0usize;
+            let mut code = None;
+            for e in entries {
+                if let EntryResult::Failed { code: c, .. } = e {
+                    failed += 1;
+                    code.get_or_insert_with(|| c.clone());
+                }
+            }
+            span.record("ok", entries.len() - failed);
+            span.record("failed", failed);
+            if let Some(code) = code {
+                span.record("error_code", &*code);
+            }
+        }
+        Err(e) => {
+            span.record("ok", 0usize);
+            span.record("error_code", &*e.code);
+        }
+    }
 }
 
 /// The records of `batch`, each with the failed attempt added to its history.

@@ -108,7 +108,7 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, warn};
 
 use super::{Lease, LeaseError, LeaseStore};
 
@@ -492,9 +492,36 @@ impl Taker {
     /// flight finish), and the taker scans and plans once more. Fails only when the first
     /// scan does; failed takes are counted in the [`TakePass`] and left to the next pass.
     pub async fn pass(&mut self, store: &Arc<dyn LeaseStore>) -> Result<TakePass, LeaseError> {
-        let started = Instant::now();
-        let snapshot = store.list_leases().await?;
-        Ok(self.pass_on(store, snapshot, started).await)
+        // A span per pass, scan included; what the pass did is recorded when it ends.
+        let span = tracing::info_span!(
+            "lease.take",
+            worker = %self.me,
+            pass = self.passes + 1,
+            planned = tracing::field::Empty,
+            taken = tracing::field::Empty,
+            stolen = tracing::field::Empty,
+            lost_races = tracing::field::Empty,
+            failed = tracing::field::Empty,
+        );
+        let result = async {
+            let started = Instant::now();
+            let snapshot = store.list_leases().await?;
+            Ok(self.pass_on(store, snapshot, started).await)
+        }
+        .instrument(span.clone())
+        .await;
+        if let Ok(pass) = &result {
+            let planned = |p: &Plan| p.take.len() + p.steal.len();
+            span.record(
+                "planned",
+                planned(&pass.plan) + pass.replan.as_ref().map_or(0, planned),
+            );
+            span.record("taken", pass.taken.len());
+            span.record("stolen", pass.stolen);
+            span.record("lost_races", pass.lost_races);
+            span.record("failed", pass.failed);
+        }
+        result
     }
 
     /// A pass on a scan the caller made, having begun at `started` (tests give several

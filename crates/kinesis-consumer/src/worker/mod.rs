@@ -36,7 +36,7 @@ use kinesis_aggregation::{HashKey, HashKeyRange};
 use tokio::sync::{Mutex, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, warn};
 
 use crate::lease::{
     AssignmentConfig, DynamoLeaseStore, Lease, LeaseError, LeaseStore,
@@ -577,6 +577,20 @@ impl<'w, F: ProcessorFactory> State<'w, F> {
     /// Renews every held lease concurrently; a lease whose renewal fails its condition (or
     /// has not succeeded for a whole failover time) is lost.
     async fn renew(&mut self) {
+        let span = tracing::info_span!(
+            "lease.renew",
+            held = self.held.len(),
+            renewed = tracing::field::Empty,
+            lost = tracing::field::Empty,
+        );
+        let (renewed, lost) = self.renew_all().instrument(span.clone()).await;
+        span.record("renewed", renewed);
+        span.record("lost", lost);
+    }
+
+    /// The renewals of [`Self::renew`]; returns how many were renewed and how many lost.
+    async fn renew_all(&mut self) -> (usize, usize) {
+        let (mut renewed, mut lost) = (0, 0);
         let mut renewals = JoinSet::new();
         for (key, held) in &self.held {
             let (key, lease, store) = (key.clone(), held.lease.clone(), self.worker.store.clone());
@@ -608,11 +622,15 @@ impl<'w, F: ProcessorFactory> State<'w, F> {
             let Ok((key, result)) = joined else { continue };
             match result {
                 Ok(()) => {
+                    renewed += 1;
                     if let Some(held) = self.held.get_mut(&key) {
                         held.last_renewed = now;
                     }
                 }
-                Err(e) if e.is_lease_lost() => self.lose(&key, "renewal found it changed"),
+                Err(e) if e.is_lease_lost() => {
+                    lost += 1;
+                    self.lose(&key, "renewal found it changed", None);
+                }
                 Err(e) => {
                     answered = false;
                     let stale = self
@@ -620,7 +638,8 @@ impl<'w, F: ProcessorFactory> State<'w, F> {
                         .get(&key)
                         .is_some_and(|h| now.duration_since(h.last_renewed) > failover);
                     if stale {
-                        self.lose(&key, "not renewed for a whole failover time");
+                        lost += 1;
+                        self.lose(&key, "not renewed for a whole failover time", None);
                     } else {
                         warn!(lease = %key, error = %e, "renewal failed; retrying");
                     }
@@ -631,6 +650,7 @@ impl<'w, F: ProcessorFactory> State<'w, F> {
         if answered {
             self.worker.shared.health.renewed();
         }
+        (renewed, lost)
     }
 
     /// Tells the health board which leases are held now.
@@ -641,11 +661,14 @@ impl<'w, F: ProcessorFactory> State<'w, F> {
             .set_shards(self.held.values().map(|h| h.activity.clone()));
     }
 
-    fn lose(&mut self, key: &str, why: &str) {
+    /// Stops the consumer of a lease this worker no longer holds; `new_owner` is the owner
+    /// the table names, when a scan showed it.
+    fn lose(&mut self, key: &str, why: &str, new_owner: Option<&str>) {
         // Something changes in the fleet (most likely a newcomer stealing): look closely.
         self.slow_down_takes(false);
         if let Some(held) = self.held.remove(key) {
-            warn!(lease = %key, why, "lease lost");
+            // Info, not warn: leases move between workers as a matter of course.
+            info!(lease = %key, new_owner, why, "lease lost");
             metrics::counter!("LostLeases").increment(1);
             held.consumer.lease_lost();
             self.stopping.push(held.consumer);
@@ -713,14 +736,14 @@ impl<'w, F: ProcessorFactory> State<'w, F> {
         let snapshot = pass.latest_snapshot();
 
         // Held in memory but owned by someone else in the table: stolen.
-        let stolen: Vec<String> = snapshot
+        let stolen: Vec<(String, Option<String>)> = snapshot
             .iter()
             .filter(|l| self.held.contains_key(&l.lease_key) && !l.is_owned_by(self.me()))
-            .map(|l| l.lease_key.clone())
+            .map(|l| (l.lease_key.clone(), l.owner.clone()))
             .collect();
         let robbed = !stolen.is_empty();
-        for key in stolen {
-            self.lose(&key, "another worker took it");
+        for (key, owner) in stolen {
+            self.lose(&key, "another worker took it", owner.as_deref());
         }
 
         // Ours in the table but not running here (a restart under the same worker id).

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::Mutex;
+use tracing::Instrument;
 
 use crate::lease::{Lease, LeaseError, LeaseStore};
 use crate::position::Position;
@@ -24,14 +25,28 @@ pub(crate) struct LeaseSink {
 #[async_trait]
 impl CheckpointSink for LeaseSink {
     async fn checkpoint(&self, position: Position) -> Result<(), CheckpointError> {
-        let mut held = self.lease.lock().await;
-        match self.store.checkpoint(&held, &position).await {
-            Ok(updated) => {
-                *held = updated;
-                Ok(())
+        // A sequence number is a position, not payload: it may go into the span.
+        let span = tracing::info_span!(
+            "shard.checkpoint",
+            shard_id = tracing::field::Empty,
+            position = %position,
+            ok = tracing::field::Empty,
+        );
+        let result = async {
+            let mut held = self.lease.lock().await;
+            tracing::Span::current().record("shard_id", held.shard_id());
+            match self.store.checkpoint(&held, &position).await {
+                Ok(updated) => {
+                    *held = updated;
+                    Ok(())
+                }
+                Err(e) => Err(self.after_failure(&mut held, e).await),
             }
-            Err(e) => Err(self.after_failure(&mut held, e).await),
         }
+        .instrument(span.clone())
+        .await;
+        span.record("ok", result.is_ok());
+        result
     }
 
     async fn prepare(
