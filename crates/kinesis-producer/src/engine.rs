@@ -41,8 +41,8 @@ use crate::api::{
 use crate::config::Config;
 use crate::error::PutFailure;
 use crate::limiter::ShardLimiter;
-use crate::record::{Attempt, AttemptError, Attempts, PutOutcome, Record};
-use crate::reply::Reply;
+use crate::record::{Attempt, AttemptError, Attempts, Landing, PutOutcome, Record};
+use crate::reply::{Batch, Batches, Landed, Reply};
 use crate::retry::{Backoff, RetryBudget};
 use crate::shard_map::{self, ShardMap};
 
@@ -180,9 +180,40 @@ impl Done {
 pub(crate) enum Command {
     Put(Item),
     /// A chunk of `put_batch`: one hand-over for many records.
-    PutMany(Vec<Item>),
+    PutMany(Chunk),
     Flush(oneshot::Sender<()>),
     Close(oneshot::Sender<()>),
+}
+
+/// Records of one `put_batch`, on their way to the engine, whose replies name their batch
+/// once the engine has registered it.
+pub(crate) struct Chunk {
+    pub(crate) items: Vec<Item>,
+    pub(crate) batch: Arc<Batch>,
+}
+
+impl Drop for Chunk {
+    fn drop(&mut self) {
+        // Dropped with its records: the engine is gone (the runtime shut down with the
+        // command still queued), and no one else will ever finish them.
+        if !self.items.is_empty() {
+            self.batch.abandon();
+        }
+    }
+}
+
+impl Chunk {
+    /// The records, registered with `batches`.
+    fn register(mut self, batches: &mut Batches) -> Vec<Item> {
+        let mut items = std::mem::take(&mut self.items);
+        let id = batches.register(Arc::clone(&self.batch), items.len());
+        for item in &mut items {
+            if let Reply::Batch { batch, .. } = &mut item.reply {
+                *batch = id;
+            }
+        }
+        items
+    }
 }
 
 enum Event {
@@ -385,6 +416,8 @@ pub(crate) struct Engine {
     metrics: Metrics,
     /// Reused by `succeed`, so that counting costs no allocation per Kinesis record.
     tally: Tally,
+    /// The `put_batch` batches with records here.
+    batches: Batches,
 }
 
 impl Engine {
@@ -446,6 +479,7 @@ impl Engine {
             wake: None,
             metrics,
             tally: Tally::default(),
+            batches: Batches::default(),
         }
     }
 
@@ -508,8 +542,8 @@ impl Engine {
         while let Ok(cmd) = self.rx.try_recv() {
             match cmd {
                 Command::Put(item) => self.finish_failed(item, &Fate::Closed),
-                Command::PutMany(items) => {
-                    for item in items {
+                Command::PutMany(chunk) => {
+                    for item in chunk.register(&mut self.batches) {
                         self.finish_failed(item, &Fate::Closed);
                     }
                 }
@@ -542,7 +576,8 @@ impl Engine {
                 *self.outstanding.entry(self.epoch).or_default() += 1;
                 self.put_new(item, now);
             }
-            Command::PutMany(items) => {
+            Command::PutMany(chunk) => {
+                let items = chunk.register(&mut self.batches);
                 *self.outstanding.entry(self.epoch).or_default() += items.len();
                 for item in items {
                     self.put_new(item, now);
@@ -1133,7 +1168,8 @@ impl Engine {
     }
 
     /// Every record of `p` is in the stream: each gets its outcome; counters, permits and
-    /// flush accounting are updated once for the lot.
+    /// flush accounting are updated once for the lot. Records at their first attempt (almost
+    /// all) share one [`Landed`] and reach their batches a run at a time.
     fn succeed(
         &mut self,
         p: Pending,
@@ -1149,10 +1185,32 @@ impl Engine {
         self.metrics
             .user_records_put
             .increment(p.items.len() as u64);
+        let landed = Landed {
+            landing: Arc::new(Landing {
+                shard_id: Arc::clone(shard_id),
+                sequence_number: Arc::clone(sequence_number),
+                aggregated,
+            }),
+            started: done.started_std,
+            duration: done.duration,
+        };
         let mut tally = std::mem::take(&mut self.tally);
         let mut data = 0u64;
-        for (pos, mut item) in p.items.into_iter().enumerate() {
+        let mut retried = Vec::new();
+        let metrics = &self.metrics;
+        let first_tries = p.items.into_iter().enumerate().filter_map(|(pos, item)| {
             data += item.user.data().len() as u64;
+            if item.attempt_count() > 0 {
+                retried.push((pos, item));
+                return None;
+            }
+            let delay = done.started.saturating_duration_since(item.arrival);
+            metrics.buffering_time.record(delay.as_secs_f64() * 1000.0);
+            tally.add(&item, 0);
+            Some((item.reply, pos as u32, delay))
+        });
+        self.batches.landed(&landed, first_tries);
+        for (pos, mut item) in retried {
             let attempt = done.attempt(item.last_end(), None);
             let attempts = item.take_attempts(Some(attempt));
             let all = attempts.as_slice();
@@ -1160,13 +1218,12 @@ impl Engine {
                 .buffering_time
                 .record(all[0].delay.as_secs_f64() * 1000.0);
             tally.add(&item, all.len() - 1);
-            item.reply.send(Ok(PutOutcome {
-                shard_id: shard_id.clone(),
-                sequence_number: sequence_number.clone(),
+            let outcome = PutOutcome {
+                landing: Arc::clone(&landed.landing),
                 sub_sequence_number: pos as u64,
-                aggregated,
                 attempts,
-            }));
+            };
+            self.batches.send(item.reply, Ok(outcome));
         }
         self.metrics.user_records_data_put.increment(data);
         for &(retries, n) in &tally.retries {
@@ -1312,7 +1369,11 @@ impl Engine {
         done: Option<&Done>,
     ) {
         let range = self.map.range(shard_id);
-        let aggregated = p.items.len() > 1;
+        let landing = Arc::new(Landing {
+            shard_id: Arc::clone(shard_id),
+            sequence_number: Arc::clone(seq),
+            aggregated: p.items.len() > 1,
+        });
         let mut delivered = 0u64;
         let mut strays = 0usize;
         for (pos, mut item) in p.items.into_iter().enumerate() {
@@ -1321,7 +1382,7 @@ impl Engine {
             }
             if range.is_some_and(|r| r.contains(item.hash)) {
                 delivered += 1;
-                self.deliver(item, pos, aggregated, shard_id, seq);
+                self.deliver(item, pos, &landing);
             } else {
                 if let Some(last) = item.cold.as_mut().and_then(|c| c.attempts.last_mut()) {
                     last.error = Some(AttemptError {
@@ -1348,23 +1409,15 @@ impl Engine {
     }
 
     /// A record whose attempts are all recorded (the last one succeeded) is in the stream.
-    fn deliver(
-        &mut self,
-        mut item: Item,
-        pos: usize,
-        aggregated: bool,
-        shard_id: &Arc<str>,
-        seq: &Arc<str>,
-    ) {
+    fn deliver(&mut self, mut item: Item, pos: usize, landing: &Arc<Landing>) {
         self.release(&item);
         let attempts = item.take_attempts(None);
-        item.reply.send(Ok(PutOutcome {
-            shard_id: shard_id.clone(),
-            sequence_number: seq.clone(),
+        let outcome = PutOutcome {
+            landing: Arc::clone(landing),
             sub_sequence_number: pos as u64,
-            aggregated,
             attempts,
-        }));
+        };
+        self.batches.send(item.reply, Ok(outcome));
     }
 
     fn finish_failed(&mut self, item: Item, fate: &Fate) {
@@ -1389,7 +1442,7 @@ impl Engine {
             },
             Fate::Closed => PutFailure::Closed { record, attempts },
         };
-        reply.send(Err(failure));
+        self.batches.send(reply, Err(failure));
     }
 
     /// Returns the item's permits (batched) and counts it done for `flush`.

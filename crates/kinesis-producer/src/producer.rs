@@ -10,10 +10,10 @@ use tokio::time::Instant;
 
 use crate::api::{CallErrorKind, KinesisApi, SdkApi, StreamId};
 use crate::config::Config;
-use crate::engine::{Command, Engine, Item};
+use crate::engine::{Chunk, Command, Engine, Item};
 use crate::error::{BuildError, ConfigError, PutError, PutFailure};
 use crate::record::Record;
-use crate::reply::{Batch, BatchSlot, PutBatchHandle, PutHandle, Reply};
+use crate::reply::{Batch, PutBatchHandle, PutHandle, Reply, UNREGISTERED};
 use crate::shard_map;
 
 /// What one buffered record costs the producer beyond its data and partition key, as counted
@@ -345,6 +345,8 @@ impl Producer {
         let max_records = (cfg.max_buffered_records / 4).clamp(1, BATCH_CHUNK_RECORDS);
         let max_bytes = (cfg.max_buffered_bytes / 4).min(BATCH_CHUNK_BYTES);
         let batch = Batch::new(records.size_hint().0);
+        // A placeholder: each chunk's records get the time it was handed over.
+        let started = Instant::now();
         let mut chunk: Vec<Item> = Vec::new();
         let mut chunk_cost = 0;
         let mut n = 0;
@@ -360,7 +362,7 @@ impl Producer {
             };
             if !chunk.is_empty() && (chunk.len() >= max_records || chunk_cost + v.cost > max_bytes)
             {
-                self.send_chunk(std::mem::take(&mut chunk), chunk_cost)
+                self.send_chunk(std::mem::take(&mut chunk), chunk_cost, &batch)
                     .await;
                 chunk_cost = 0;
             }
@@ -369,22 +371,27 @@ impl Producer {
             }
             chunk_cost += v.cost;
             // The arrival time is set once the chunk has its buffer space.
-            chunk.push(v.into_item(Reply::Batch(BatchSlot::new(&batch, index)), Instant::now()));
+            let reply = Reply::Batch {
+                batch: UNREGISTERED,
+                index,
+            };
+            chunk.push(v.into_item(reply, started));
         }
         if !chunk.is_empty() {
-            self.send_chunk(chunk, chunk_cost).await;
+            self.send_chunk(chunk, chunk_cost, &batch).await;
         }
         batch.seal(n);
         PutBatchHandle { batch }
     }
 
-    async fn send_chunk(&self, mut items: Vec<Item>, cost: usize) {
+    async fn send_chunk(&self, mut items: Vec<Item>, cost: usize, batch: &Arc<Batch>) {
         let refuse = |items: Vec<Item>| {
             for item in items {
                 let (record, _, reply) = item.into_record();
-                reply.send(Err(PutFailure::Refused {
-                    error: PutError::Closed { record },
-                }));
+                if let Reply::Batch { index, .. } = reply {
+                    let error = PutError::Closed { record };
+                    batch.fill(index as usize, Err(PutFailure::Refused { error }));
+                }
             }
         };
         if self.acquire(items.len(), cost).await.is_err() {
@@ -395,11 +402,15 @@ impl Producer {
             item.arrival = now;
         }
         let n = items.len();
-        if let Err(mpsc::error::SendError(cmd)) = self.inner.tx.send(Command::PutMany(items)) {
+        let cmd = Command::PutMany(Chunk {
+            items,
+            batch: Arc::clone(batch),
+        });
+        if let Err(mpsc::error::SendError(cmd)) = self.inner.tx.send(cmd) {
             self.inner.bytes.add_permits(cost);
             self.inner.records.add_permits(n);
-            if let Command::PutMany(items) = cmd {
-                refuse(items);
+            if let Command::PutMany(mut chunk) = cmd {
+                refuse(std::mem::take(&mut chunk.items));
             }
         }
     }

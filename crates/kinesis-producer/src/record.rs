@@ -113,11 +113,30 @@ impl AttemptError {
 /// Where a record went.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PutOutcome {
+    pub(crate) landing: Arc<Landing>,
+    pub(crate) sub_sequence_number: u64,
+    pub(crate) attempts: Attempts,
+}
+
+/// What every user record of one Kinesis record shares once it is in the stream: allocated
+/// once per Kinesis record (one per few hundred user records when aggregating), so that an
+/// outcome costs one reference count, not two strings.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Landing {
     pub(crate) shard_id: Arc<str>,
     pub(crate) sequence_number: Arc<str>,
-    pub(crate) sub_sequence_number: u64,
     pub(crate) aggregated: bool,
-    pub(crate) attempts: Attempts,
+}
+
+impl PutOutcome {
+    /// The outcome of a record whose only attempt succeeded.
+    pub(crate) fn first_try(landing: Arc<Landing>, sub: u64, attempt: Attempt) -> PutOutcome {
+        PutOutcome {
+            landing,
+            sub_sequence_number: sub,
+            attempts: Attempts::One(attempt),
+        }
+    }
 }
 
 /// A record's attempt history. Almost every record succeeds at its first attempt: that one
@@ -154,13 +173,13 @@ impl Eq for Attempts {}
 impl PutOutcome {
     /// The shard that holds the record.
     pub fn shard_id(&self) -> &str {
-        &self.shard_id
+        &self.landing.shard_id
     }
 
     /// The sequence number of the Kinesis record that carries it (shared by every user record
     /// of an aggregate).
     pub fn sequence_number(&self) -> &str {
-        &self.sequence_number
+        &self.landing.sequence_number
     }
 
     /// The record's position inside the aggregate (0 when it went alone): with the sequence
@@ -171,7 +190,7 @@ impl PutOutcome {
 
     /// Whether the record went inside an aggregate.
     pub fn is_aggregated(&self) -> bool {
-        self.aggregated
+        self.landing.aggregated
     }
 
     /// Every attempt, the last one successful.
