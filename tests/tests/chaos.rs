@@ -27,7 +27,21 @@ use local_aws::{Endpoints, LocalAws};
 
 const NODE: &str = env!("CARGO_BIN_EXE_chaos-node");
 
-/// A worker in this process with short failover and taker intervals.
+/// A fresh stream of `shards` shards, created through `kinesis`, and an application name,
+/// both unique and tagged `chaos-{tag}`.
+async fn stream_and_app(
+    kinesis: &aws_sdk_kinesis::Client,
+    tag: &str,
+    shards: i32,
+) -> (String, String) {
+    let stream = unique_name(&format!("chaos-{tag}"));
+    let app = unique_name(&format!("chaos-{tag}-app"));
+    create_stream(kinesis, &stream, shards).await.unwrap();
+    (stream, app)
+}
+
+/// A worker in this process with short failover and taker intervals, and a processor that
+/// records into `ledger` without delay.
 fn worker(
     app: &str,
     stream: &str,
@@ -35,7 +49,6 @@ fn worker(
     dynamodb: &aws_sdk_dynamodb::Client,
     ledger: &Arc<Ledger>,
     name: &str,
-    delay: Duration,
 ) -> RunningWorker {
     RunningWorker::start(
         Worker::builder(
@@ -43,7 +56,7 @@ fn worker(
             stream,
             kinesis.clone(),
             dynamodb.clone(),
-            recorders(ledger, name, delay),
+            recorders(ledger, name, Duration::ZERO),
         )
         .worker_id(name)
         .failover_time(Duration::from_secs(3))
@@ -117,8 +130,7 @@ async fn exit_ok(mut child: Child, deadline: Duration) -> bool {
 async fn worker_process_killed_with_sigkill_under_load() {
     let aws = LocalAws::start().await.unwrap();
     let kinesis = aws.kinesis_client();
-    let (stream, app) = (unique_name("chaos-kill"), unique_name("chaos-kill-app"));
-    create_stream(&kinesis, &stream, 4).await.unwrap();
+    let (stream, app) = stream_and_app(&kinesis, "kill", 4).await;
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("deliveries.tsv");
     let mut victim = Some(worker_process(&aws, &app, &stream, &out, "victim"));
@@ -176,18 +188,9 @@ async fn emulator_process_killed_and_restarted() {
         local_aws::SECRET_ACCESS_KEY,
     );
     let (kinesis, dynamodb) = (aws.kinesis_client(), aws.dynamodb_client());
-    let (stream, app) = (unique_name("chaos-emu"), unique_name("chaos-emu-app"));
-    create_stream(&kinesis, &stream, 2).await.unwrap();
+    let (stream, app) = stream_and_app(&kinesis, "emu", 2).await;
     let ledger = Ledger::new();
-    let w = worker(
-        &app,
-        &stream,
-        &kinesis,
-        &dynamodb,
-        &ledger,
-        "w1",
-        Duration::ZERO,
-    );
+    let w = worker(&app, &stream, &kinesis, &dynamodb, &ledger, "w1");
 
     let n = 4_000 * scale();
     let producer = producer(&kinesis, &stream).await;
@@ -309,23 +312,10 @@ async fn two_workers_through_proxies(
 ) -> Arc<Ledger> {
     let kinesis = local_aws::kinesis_client(kproxy.endpoint());
     let dynamodb = local_aws::dynamodb_client(dproxy.endpoint());
-    let stream = unique_name(&format!("chaos-{tag}"));
-    let app = unique_name(&format!("chaos-{tag}-app"));
-    create_stream(&aws.kinesis_client(), &stream, 4)
-        .await
-        .unwrap();
+    let (stream, app) = stream_and_app(&aws.kinesis_client(), tag, 4).await;
     let ledger = Ledger::new();
-    let workers = ["w1", "w2"].map(|name| {
-        worker(
-            &app,
-            &stream,
-            &kinesis,
-            &dynamodb,
-            &ledger,
-            name,
-            Duration::ZERO,
-        )
-    });
+    let workers =
+        ["w1", "w2"].map(|name| worker(&app, &stream, &kinesis, &dynamodb, &ledger, name));
     let n = 5_000 * scale();
     let producer = producer(&kinesis, &stream).await;
     let production = Production::run(&producer, &ledger, 0..n, 2_000, |_| {}).await;
@@ -376,30 +366,10 @@ async fn connection_resets_after_apply() {
 async fn split_and_merge_under_load() {
     let aws = LocalAws::start().await.unwrap();
     let (kinesis, dynamodb) = (aws.kinesis_client(), aws.dynamodb_client());
-    let (stream, app) = (
-        unique_name("chaos-reshard"),
-        unique_name("chaos-reshard-app"),
-    );
-    create_stream(&kinesis, &stream, 2).await.unwrap();
+    let (stream, app) = stream_and_app(&kinesis, "reshard", 2).await;
     let ledger = Ledger::new();
-    let w1 = worker(
-        &app,
-        &stream,
-        &kinesis,
-        &dynamodb,
-        &ledger,
-        "w1",
-        Duration::ZERO,
-    );
-    let w2 = worker(
-        &app,
-        &stream,
-        &kinesis,
-        &dynamodb,
-        &ledger,
-        "w2",
-        Duration::ZERO,
-    );
+    let w1 = worker(&app, &stream, &kinesis, &dynamodb, &ledger, "w1");
+    let w2 = worker(&app, &stream, &kinesis, &dynamodb, &ledger, "w2");
 
     let n = 6_000 * scale();
     let progress = Arc::new(AtomicU64::new(0));
@@ -483,8 +453,7 @@ async fn split_and_merge_under_load() {
 async fn slow_processor_backpressure() {
     let aws = LocalAws::start().await.unwrap();
     let (kinesis, dynamodb) = (aws.kinesis_client(), aws.dynamodb_client());
-    let (stream, app) = (unique_name("chaos-slow"), unique_name("chaos-slow-app"));
-    create_stream(&kinesis, &stream, 2).await.unwrap();
+    let (stream, app) = stream_and_app(&kinesis, "slow", 2).await;
     let ledger = Ledger::new();
     let w = RunningWorker::start(
         Worker::builder(
@@ -535,18 +504,9 @@ async fn slow_processor_backpressure() {
 async fn malformed_and_oversized_input() {
     let aws = LocalAws::start().await.unwrap();
     let (kinesis, dynamodb) = (aws.kinesis_client(), aws.dynamodb_client());
-    let (stream, app) = (unique_name("chaos-bad"), unique_name("chaos-bad-app"));
-    create_stream(&kinesis, &stream, 2).await.unwrap();
+    let (stream, app) = stream_and_app(&kinesis, "bad", 2).await;
     let ledger = Ledger::new();
-    let w = worker(
-        &app,
-        &stream,
-        &kinesis,
-        &dynamodb,
-        &ledger,
-        "w1",
-        Duration::ZERO,
-    );
+    let w = worker(&app, &stream, &kinesis, &dynamodb, &ledger, "w1");
     let producer = producer(&kinesis, &stream).await;
 
     let bad: Vec<(&str, Record)> = vec![
@@ -665,8 +625,7 @@ async fn malformed_and_oversized_input() {
 async fn worker_process_frozen_then_resumed() {
     let aws = LocalAws::start().await.unwrap();
     let kinesis = aws.kinesis_client();
-    let (stream, app) = (unique_name("chaos-stop"), unique_name("chaos-stop-app"));
-    create_stream(&kinesis, &stream, 4).await.unwrap();
+    let (stream, app) = stream_and_app(&kinesis, "stop", 4).await;
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("deliveries.tsv");
     let frozen = worker_process(&aws, &app, &stream, &out, "frozen");

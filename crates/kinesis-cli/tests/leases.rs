@@ -2,109 +2,20 @@
 //! test process, with lease tables written through `kinesis_consumer`'s `DynamoLeaseStore`.
 //! Every test uses its own stream and application names, so they run in parallel.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::process::{Child, Stdio};
+use std::time::Duration;
 
 use aws_sdk_kinesis::primitives::Blob;
+use common::{create, json, local, name, ok, run, stack};
 use kinesis_consumer::Position;
 use kinesis_consumer::lease::{DynamoLeaseStore, Lease, LeaseStore};
 use serde_json::Value;
 
-struct Stack {
-    runtime: tokio::runtime::Runtime,
-    aws: local_aws::LocalAws,
-}
-
-fn stack() -> &'static Stack {
-    static STACK: OnceLock<Stack> = OnceLock::new();
-    STACK.get_or_init(|| {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("a runtime");
-        let aws = runtime
-            .block_on(local_aws::LocalAws::start())
-            .expect("the local stack starts");
-        Stack { runtime, aws }
-    })
-}
-
-/// `kin --local ARGS` with a clean environment (dummy credentials, no ~/.aws, no IMDS).
-fn local(args: &[&str]) -> Command {
-    let s = stack();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kin"));
-    cmd.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", "/nonexistent/kin-test-home")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_REGION", local_aws::REGION)
-        .env("LOCAL_AWS_KINESIS_ENDPOINT", s.aws.kinesis_endpoint())
-        .env("LOCAL_AWS_DYNAMODB_ENDPOINT", s.aws.dynamodb_endpoint())
-        .env(
-            "LOCAL_AWS_ACCESS_KEY_ID",
-            s.aws.credentials().access_key_id(),
-        )
-        .env(
-            "LOCAL_AWS_SECRET_ACCESS_KEY",
-            s.aws.credentials().secret_access_key(),
-        )
-        .stdin(Stdio::null())
-        .arg("--local")
-        .args(args);
-    cmd
-}
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs to the end, or kills the process and fails after 60 s.
-fn run(mut cmd: Command) -> Run {
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("kin starts");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            child.kill().unwrap();
-            panic!("kin did not finish within 60 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().unwrap();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8(out.stdout).unwrap(),
-        stderr: String::from_utf8(out.stderr).unwrap(),
-    }
-}
-
-#[track_caller]
-fn ok(cmd: Command) -> Run {
-    let r = run(cmd);
-    assert_eq!(r.code, 0, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
-    r
-}
-
-fn json(r: &Run) -> Value {
-    serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}", r.stdout))
-}
-
-fn name(prefix: &str) -> String {
-    local_aws::testing::unique_name(prefix)
-}
-
 fn shard(n: u32) -> String {
     format!("shardId-{n:012}")
-}
-
-/// Creates a stream of `shards` shards (waiting for ACTIVE).
-fn create(stream: &str, shards: &str) {
-    ok(local(&["stream", "create", stream, "--shards", shards]));
 }
 
 /// Puts one record into the first shard; returns its sequence number.

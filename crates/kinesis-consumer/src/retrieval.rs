@@ -66,6 +66,8 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use crate::position::Position;
 use crate::processor::ChildShard;
@@ -213,6 +215,41 @@ pub(crate) trait RecordSource: Send {
     /// called again. Must be cancel-safe (the consumer selects on it): a batch is either
     /// returned or stays queued.
     async fn next_batch(&mut self) -> Result<Batch, RetrievalError>;
+}
+
+/// The consumer's end of a shard's background reader (polling or a fan-out subscription):
+/// the batches and errors it queues, in order. Dropping it stops the reader.
+pub(crate) struct ReaderQueue {
+    rx: mpsc::Receiver<Result<Batch, RetrievalError>>,
+    task: JoinHandle<()>,
+    shard_id: String,
+}
+
+impl Drop for ReaderQueue {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl ReaderQueue {
+    pub(crate) fn new(
+        shard_id: String,
+        rx: mpsc::Receiver<Result<Batch, RetrievalError>>,
+        task: JoinHandle<()>,
+    ) -> Self {
+        ReaderQueue { rx, task, shard_id }
+    }
+
+    /// The next queued batch or error; [`RetrievalError::Stopped`] once the reader is gone
+    /// with nothing more queued. Cancel-safe, like `mpsc::Receiver::recv`.
+    pub(crate) async fn recv(&mut self) -> Result<Batch, RetrievalError> {
+        match self.rx.recv().await {
+            Some(batch) => batch,
+            None => Err(RetrievalError::Stopped {
+                shard_id: self.shard_id.clone(),
+            }),
+        }
+    }
 }
 
 /// Starts record sources: one per shard consumer, when it starts processing.

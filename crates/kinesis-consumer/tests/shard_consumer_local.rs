@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use kinesis_aggregation::{Aggregator, UserRecord};
 use kinesis_consumer::processor::{MemoryCheckpointSink, SinkEvent};
 use kinesis_consumer::{
@@ -17,7 +16,7 @@ use kinesis_consumer::{
 };
 use local_aws::LocalAws;
 use local_aws::fault::{Fault, FaultProxy, Rule};
-use local_aws::testing::{create_stream, unique_name, wait_for_active};
+use local_aws::testing::{create_stream, put_records, unique_name, wait_for_active};
 use tokio::sync::watch;
 
 type Delivered = Vec<(String, u64, String)>;
@@ -111,26 +110,8 @@ async fn put_plain(
     stream: &str,
     data: impl IntoIterator<Item = String>,
 ) {
-    let entries: Vec<_> = data
-        .into_iter()
-        .map(|d| {
-            PutRecordsRequestEntry::builder()
-                .partition_key(format!("key-{d}"))
-                .data(Blob::new(d))
-                .build()
-                .unwrap()
-        })
-        .collect();
-    for chunk in entries.chunks(500) {
-        let out = kinesis
-            .put_records()
-            .stream_name(stream)
-            .set_records(Some(chunk.to_vec()))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(out.failed_record_count(), Some(0));
-    }
+    let records = data.into_iter().map(|d| (format!("key-{d}"), d));
+    put_records(kinesis, stream, records).await.unwrap();
 }
 
 /// Puts one KPL aggregate of `data` (each its own partition key) and returns its sequence

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use kinesis_aggregation::{Aggregator, UserRecord};
 use kinesis_consumer::lease::{DynamoLeaseStore, LeaseStore};
 use kinesis_consumer::{
@@ -229,28 +228,10 @@ impl Fixture {
 
     /// Puts `n` records with keys `key-{first}..` (`key-i` carries data `i`).
     async fn put(&self, first: usize, n: usize) {
-        let kinesis = self.aws.kinesis_client();
-        let ids: Vec<usize> = (first..first + n).collect();
-        for chunk in ids.chunks(500) {
-            let entries = chunk
-                .iter()
-                .map(|i| {
-                    PutRecordsRequestEntry::builder()
-                        .partition_key(format!("key-{}", i % 97))
-                        .data(Blob::new(i.to_string()))
-                        .build()
-                        .unwrap()
-                })
-                .collect();
-            let out = kinesis
-                .put_records()
-                .stream_name(&self.stream)
-                .set_records(Some(entries))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(out.failed_record_count(), Some(0));
-        }
+        let records = (first..first + n).map(|i| (format!("key-{}", i % 97), i.to_string()));
+        testing::put_records(&self.aws.kinesis_client(), &self.stream, records)
+            .await
+            .unwrap();
     }
 
     /// Puts the values `first..first + n` as one KPL aggregate (keys as [`put`](Self::put)).
@@ -306,6 +287,17 @@ impl Fixture {
             }
         }
         out
+    }
+
+    /// Waits up to 15 s until each `(worker, n)` in `held` holds `n` leases (whoever holds
+    /// the others).
+    async fn until_held(&self, held: &[(&str, usize)]) {
+        self.until_owners(
+            &format!("leases held as {held:?}"),
+            Duration::from_secs(15),
+            |o| held.iter().all(|(worker, n)| o.get(*worker) == Some(n)),
+        )
+        .await;
     }
 
     async fn until_owners(
@@ -370,15 +362,9 @@ async fn one_worker_processes_every_record_in_order(mode: Mode) {
 async fn two_and_three_workers_split_the_leases_evenly(mode: Mode) {
     let f = Fixture::new(6, mode).await;
     let (h1, t1) = f.worker("w1", Duration::from_secs(10));
-    f.until_owners("w1 holds all", Duration::from_secs(15), |o| {
-        o.get("w1") == Some(&6)
-    })
-    .await;
+    f.until_held(&[("w1", 6)]).await;
     let (h2, t2) = f.worker("w2", Duration::from_secs(10));
-    f.until_owners("3 + 3", Duration::from_secs(15), |o| {
-        o.get("w1") == Some(&3) && o.get("w2") == Some(&3)
-    })
-    .await;
+    f.until_held(&[("w1", 3), ("w2", 3)]).await;
     let (h3, t3) = f.worker("w3", Duration::from_secs(10));
     f.until_owners("2 + 2 + 2", Duration::from_secs(15), |o| {
         o.values().all(|&n| n == 2) && o.len() == 3
@@ -414,19 +400,13 @@ async fn a_killed_workers_leases_are_taken_after_the_failover_time(mode: Mode) {
     let failover = Duration::from_secs(3);
     let f = Fixture::new(2, mode).await;
     let (_h1, t1) = f.worker("w1", failover);
-    f.until_owners("w1 holds both", Duration::from_secs(15), |o| {
-        o.get("w1") == Some(&2)
-    })
-    .await;
+    f.until_held(&[("w1", 2)]).await;
     f.put(0, 200).await;
     f.log
         .until("first 200", Duration::from_secs(20), |s| s.len() >= 200)
         .await;
     let (_h2, _t2) = f.worker("w2", failover);
-    f.until_owners("1 + 1", Duration::from_secs(15), |o| {
-        o.get("w1") == Some(&1) && o.get("w2") == Some(&1)
-    })
-    .await;
+    f.until_held(&[("w1", 1), ("w2", 1)]).await;
     // Kill w1: no release, no more renewals.
     t1.abort();
     let killed = Instant::now();
@@ -451,15 +431,9 @@ async fn a_killed_workers_leases_are_taken_after_the_failover_time(mode: Mode) {
 async fn graceful_shutdown_hands_leases_over_within_two_seconds(mode: Mode) {
     let f = Fixture::new(2, mode).await;
     let (h1, t1) = f.worker("w1", Duration::from_secs(10));
-    f.until_owners("w1 holds both", Duration::from_secs(15), |o| {
-        o.get("w1") == Some(&2)
-    })
-    .await;
+    f.until_held(&[("w1", 2)]).await;
     let (_h2, _t2) = f.worker("w2", Duration::from_secs(10));
-    f.until_owners("1 + 1", Duration::from_secs(15), |o| {
-        o.get("w1") == Some(&1) && o.get("w2") == Some(&1)
-    })
-    .await;
+    f.until_held(&[("w1", 1), ("w2", 1)]).await;
     f.put(0, 100).await;
     f.log
         .until("100 records", Duration::from_secs(20), |s| s.len() >= 100)
@@ -628,10 +602,7 @@ async fn reshard_while_processing(
         return;
     }
     let (h1, t1) = f.worker("w1", Duration::from_secs(10));
-    f.until_owners("w1 holds every shard", Duration::from_secs(15), |o| {
-        o.get("w1") == Some(&(shards as usize))
-    })
-    .await;
+    f.until_held(&[("w1", shards as usize)]).await;
     f.put(0, 300).await;
     let kinesis = f.aws.kinesis_client();
     let open: Vec<String> = kinesis
@@ -704,10 +675,7 @@ async fn lease_table_throttling_and_lost_answers_do_not_lose_leases(mode: Mode) 
     let f = Fixture::new(2, mode).await;
     let proxy = FaultProxy::start(f.aws.dynamodb_endpoint()).await.unwrap();
     let (h1, t1) = f.worker_via("w1", failover, local_aws::dynamodb_client(proxy.endpoint()));
-    f.until_owners("w1 holds both", Duration::from_secs(15), |o| {
-        o.get("w1") == Some(&2)
-    })
-    .await;
+    f.until_held(&[("w1", 2)]).await;
     let counter_before: u64 = f
         .store()
         .list_leases()
@@ -830,10 +798,7 @@ async fn fan_out_renews_subscriptions_without_loss_or_duplicates() {
         .unwrap();
     let f = Fixture::on(aws, 2, Mode::FanOut).await;
     let (h1, t1) = f.worker("w1", Duration::from_secs(10));
-    f.until_owners("w1 holds both", Duration::from_secs(15), |o| {
-        o.get("w1") == Some(&2)
-    })
-    .await;
+    f.until_held(&[("w1", 2)]).await;
     // Eight rounds over about four seconds: every subscription is renewed several times,
     // with records written before, during and after the renewals.
     for round in 0..8 {

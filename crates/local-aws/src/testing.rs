@@ -1,11 +1,12 @@
 //! Small helpers that tests, examples and tools repeat against any Kinesis endpoint: unique
-//! names for parallel tests, creating a stream and waiting for it, and reading a whole stream
-//! back.
+//! names for parallel tests, creating a stream and waiting for it, putting records and
+//! reading a whole stream back, and checking the CloudWatch EMF lines a binary writes.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use aws_sdk_kinesis::types::{Record, ShardIteratorType, StreamStatus};
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::{PutRecordsRequestEntry, Record, ShardIteratorType, StreamStatus};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -58,6 +59,46 @@ pub async fn create_stream(
         .send()
         .await?;
     wait_for_active(kinesis, stream).await
+}
+
+/// Puts `(partition key, data)` records into `stream` in PutRecords calls of at most 500, in
+/// order, and fails if Kinesis refused any record. Meant for filling a stream a test then
+/// reads, not for testing PutRecords itself (it hides the per-record results).
+pub async fn put_records<K, D>(
+    kinesis: &aws_sdk_kinesis::Client,
+    stream: &str,
+    records: impl IntoIterator<Item = (K, D)>,
+) -> Result<(), BoxError>
+where
+    K: Into<String>,
+    D: Into<Vec<u8>>,
+{
+    let entries = records
+        .into_iter()
+        .map(|(key, data)| {
+            PutRecordsRequestEntry::builder()
+                .partition_key(key)
+                .data(Blob::new(data))
+                .build()
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    for chunk in entries.chunks(500) {
+        let out = kinesis
+            .put_records()
+            .stream_name(stream)
+            .set_records(Some(chunk.to_vec()))
+            .send()
+            .await?;
+        if out.failed_record_count() != Some(0) {
+            return Err(format!(
+                "PutRecords refused {:?} of {} records",
+                out.failed_record_count(),
+                chunk.len()
+            )
+            .into());
+        }
+    }
+    Ok(())
 }
 
 /// Every record of every shard of `stream` (open and closed), read from TRIM_HORIZON, as
@@ -154,4 +195,79 @@ pub async fn create_table(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Err(format!("table {table} did not become ACTIVE within 30 s").into())
+}
+
+/// Parses one log line as a CloudWatch Embedded Metric Format document and checks its
+/// structure: `_aws.Timestamp`, the `_aws.CloudWatchMetrics` directives (namespace, dimension
+/// sets of at most 30 names, 1 to 100 metric definitions) and the references from them into
+/// the root (every dimension a string member, every metric a number, an array of at most 100
+/// numbers, or `{"Values": [...], "Counts": [...]}` of equal lengths).
+///
+/// Returns the parsed document; panics with every problem found, for tests of what a
+/// binary writes to stdout.
+pub fn parse_emf(line: &str) -> serde_json::Value {
+    use serde_json::Value;
+    let doc: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    let root = doc.as_object().expect("an object");
+    let mut problems = Vec::new();
+    if doc["_aws"]["Timestamp"].as_u64().is_none() {
+        problems.push("_aws.Timestamp is not a non-negative integer".to_owned());
+    }
+    let directives = doc["_aws"]["CloudWatchMetrics"]
+        .as_array()
+        .map_or(&[][..], |d| d);
+    if directives.is_empty() {
+        problems.push("_aws.CloudWatchMetrics is not a non-empty array".to_owned());
+    }
+    for d in directives {
+        if d["Namespace"].as_str().is_none_or(str::is_empty) {
+            problems.push(format!("no Namespace in {d}"));
+        }
+        if !d["Dimensions"].is_array() {
+            problems.push(format!("Dimensions is not an array in {d}"));
+        }
+        for set in d["Dimensions"].as_array().map_or(&[][..], |s| s) {
+            let names = set.as_array().map_or(&[][..], |n| n);
+            if !set.is_array() || names.len() > 30 {
+                problems.push(format!("bad dimension set {set}"));
+            }
+            for name in names {
+                if !name
+                    .as_str()
+                    .is_some_and(|n| root.get(n).is_some_and(Value::is_string))
+                {
+                    problems.push(format!("dimension {name} is not a string member"));
+                }
+            }
+        }
+        let metrics = d["Metrics"].as_array().map_or(&[][..], |m| m);
+        if metrics.is_empty() || metrics.len() > 100 {
+            problems.push(format!("{} metrics in a directive", metrics.len()));
+        }
+        for m in metrics {
+            let Some(name) = m["Name"].as_str() else {
+                problems.push(format!("a metric without Name: {m}"));
+                continue;
+            };
+            if !m["Unit"].is_null() && !m["Unit"].is_string() {
+                problems.push(format!("{name}: Unit is not a string"));
+            }
+            let value = &doc[name];
+            let numbers = |v: &Value| {
+                v.as_array()
+                    .is_some_and(|a| a.len() <= 100 && a.iter().all(Value::is_number))
+            };
+            let ok = value.is_number()
+                || numbers(value)
+                || (numbers(&value["Values"])
+                    && numbers(&value["Counts"])
+                    && value["Values"].as_array().map(Vec::len)
+                        == value["Counts"].as_array().map(Vec::len));
+            if !ok {
+                problems.push(format!("{name}: {value} is not a metric value"));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "not EMF: {problems:?}\n{line}");
+    doc
 }

@@ -5,6 +5,8 @@
 //! its own stream, table and bucket names so that they can share one external backend.
 
 use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_kinesis::error::SdkError;
+use aws_sdk_kinesis::operation::put_records::{PutRecordsError, PutRecordsOutput};
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use local_aws::{Backend, LocalAws, testing};
@@ -13,8 +15,43 @@ fn unique(prefix: &str) -> String {
     testing::unique_name(prefix)
 }
 
-async fn wait_active(kinesis: &aws_sdk_kinesis::Client, stream: &str) {
-    testing::wait_for_active(kinesis, stream).await.unwrap();
+/// One PutRecords call of `(partition key, data)` entries.
+async fn put_records(
+    kinesis: &aws_sdk_kinesis::Client,
+    stream: &str,
+    records: impl IntoIterator<Item = (String, Vec<u8>)>,
+) -> Result<PutRecordsOutput, SdkError<PutRecordsError>> {
+    let entries = records
+        .into_iter()
+        .map(|(key, data)| {
+            PutRecordsRequestEntry::builder()
+                .partition_key(key)
+                .data(Blob::new(data))
+                .build()
+                .unwrap()
+        })
+        .collect();
+    kinesis
+        .put_records()
+        .stream_name(stream)
+        .set_records(Some(entries))
+        .send()
+        .await
+}
+
+/// The body of an S3 object.
+async fn get_object(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Vec<u8> {
+    s3.get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap()
+        .body
+        .collect()
+        .await
+        .unwrap()
+        .to_vec()
 }
 
 /// `(partition key, data)` of every record in the stream.
@@ -35,31 +72,10 @@ async fn kinesis_put_and_read_back() {
     let aws = LocalAws::start().await.unwrap();
     let kinesis = aws.kinesis_client();
     let stream = unique("roundtrip");
-    kinesis
-        .create_stream()
-        .stream_name(&stream)
-        .shard_count(4)
-        .send()
-        .await
-        .unwrap();
-    wait_active(&kinesis, &stream).await;
+    testing::create_stream(&kinesis, &stream, 4).await.unwrap();
 
-    let entries: Vec<_> = (0..500)
-        .map(|i| {
-            PutRecordsRequestEntry::builder()
-                .partition_key(format!("key-{i}"))
-                .data(Blob::new(format!("record {i}")))
-                .build()
-                .unwrap()
-        })
-        .collect();
-    let put = kinesis
-        .put_records()
-        .stream_name(&stream)
-        .set_records(Some(entries))
-        .send()
-        .await
-        .unwrap();
+    let records = (0..500).map(|i| (format!("key-{i}"), format!("record {i}").into_bytes()));
+    let put = put_records(&kinesis, &stream, records).await.unwrap();
     assert_eq!(put.failed_record_count(), Some(0));
 
     let mut got = read_all(&kinesis, &stream).await;
@@ -77,30 +93,11 @@ async fn kinesis_accepts_a_full_five_mib_put_records() {
     let aws = LocalAws::start().await.unwrap();
     let kinesis = aws.kinesis_client();
     let stream = unique("big");
-    kinesis
-        .create_stream()
-        .stream_name(&stream)
-        .shard_count(1)
-        .send()
-        .await
-        .unwrap();
-    wait_active(&kinesis, &stream).await;
+    testing::create_stream(&kinesis, &stream, 1).await.unwrap();
     // 5 records of just under 1 MiB each (data + key ≤ 1 MiB, total ≤ 5 MiB).
     let data = vec![7u8; 1024 * 1024 - 16];
-    let entries: Vec<_> = (0..5)
-        .map(|i| {
-            PutRecordsRequestEntry::builder()
-                .partition_key(format!("k{i}"))
-                .data(Blob::new(data.clone()))
-                .build()
-                .unwrap()
-        })
-        .collect();
-    let put = kinesis
-        .put_records()
-        .stream_name(&stream)
-        .set_records(Some(entries))
-        .send()
+    let records = (0..5).map(|i| (format!("k{i}"), data.clone()));
+    let put = put_records(&kinesis, &stream, records)
         .await
         .expect("a valid 5 MiB PutRecords is accepted");
     assert_eq!(put.records().len(), 5);
@@ -198,19 +195,7 @@ async fn s3_put_get_and_list() {
         keys,
         ["prefix/object-0", "prefix/object-1", "prefix/object-2"]
     );
-    let body = s3
-        .get_object()
-        .bucket(&bucket)
-        .key("prefix/object-1")
-        .send()
-        .await
-        .unwrap()
-        .body
-        .collect()
-        .await
-        .unwrap()
-        .into_bytes();
-    assert_eq!(&body[..], b"body 1");
+    assert_eq!(get_object(&s3, &bucket, "prefix/object-1").await, b"body 1");
 
     let missing = s3
         .get_object()
@@ -240,14 +225,7 @@ async fn state_survives_a_restart_with_a_persist_dir() {
             .await
             .unwrap();
         let kinesis = aws.kinesis_client();
-        kinesis
-            .create_stream()
-            .stream_name(&stream)
-            .shard_count(1)
-            .send()
-            .await
-            .unwrap();
-        wait_active(&kinesis, &stream).await;
+        testing::create_stream(&kinesis, &stream, 1).await.unwrap();
         kinesis
             .put_record()
             .stream_name(&stream)
@@ -291,20 +269,7 @@ async fn state_survives_a_restart_with_a_persist_dir() {
         .await
         .unwrap();
     assert!(item.item.is_some());
-    let body = aws
-        .s3_client()
-        .get_object()
-        .bucket(&bucket)
-        .key("k")
-        .send()
-        .await
-        .unwrap()
-        .body
-        .collect()
-        .await
-        .unwrap()
-        .into_bytes();
-    assert_eq!(&body[..], b"kept");
+    assert_eq!(get_object(&aws.s3_client(), &bucket, "k").await, b"kept");
 }
 
 #[tokio::test]
@@ -316,33 +281,12 @@ async fn shard_limit_enforcement_throttles_for_real() {
         .unwrap();
     let kinesis = aws.kinesis_client();
     let stream = unique("throttled");
-    kinesis
-        .create_stream()
-        .stream_name(&stream)
-        .shard_count(1)
-        .send()
-        .await
-        .unwrap();
-    wait_active(&kinesis, &stream).await;
+    testing::create_stream(&kinesis, &stream, 1).await.unwrap();
     // 3 × 500 records into one shard at once: well over 1000 records/s.
     let mut throttled = 0;
     for _ in 0..3 {
-        let entries: Vec<_> = (0..500)
-            .map(|i| {
-                PutRecordsRequestEntry::builder()
-                    .partition_key(format!("k{i}"))
-                    .data(Blob::new(vec![0u8; 100]))
-                    .build()
-                    .unwrap()
-            })
-            .collect();
-        let out = kinesis
-            .put_records()
-            .stream_name(&stream)
-            .set_records(Some(entries))
-            .send()
-            .await
-            .unwrap();
+        let records = (0..500).map(|i| (format!("k{i}"), vec![0u8; 100]));
+        let out = put_records(&kinesis, &stream, records).await.unwrap();
         throttled += out
             .records()
             .iter()

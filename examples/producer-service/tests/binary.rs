@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use common::{Http, stack, stored};
 use http::StatusCode;
+use local_aws::testing;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -244,7 +245,7 @@ async fn with_metrics_emf_the_binary_writes_emf_lines_and_serves_no_metrics_page
     let emf: Vec<Value> = seen
         .iter()
         .filter(|l| l.contains("\"_aws\""))
-        .map(|l| common::emf(l))
+        .map(|l| testing::parse_emf(l))
         .collect();
     assert!(!emf.is_empty(), "no EMF line in {seen:#?}");
     for line in &emf {

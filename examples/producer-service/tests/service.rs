@@ -9,6 +9,7 @@ use bytes::Bytes;
 use common::{Http, Running, contents, stack, stored};
 use http::StatusCode;
 use kinesis_producer::Producer;
+use local_aws::LocalAws;
 use local_aws::fault::{Fault, FaultProxy, Rule};
 use producer_service::{App, Export, Metrics};
 use serde_json::{Value, json};
@@ -36,15 +37,28 @@ fn assert_answered(
     assert_eq!(answer["shard_id"].as_str(), Some(got.shard_id.as_str()));
 }
 
+/// A producer on `stream` with the default settings.
+async fn default_producer(aws: &LocalAws, stream: &str) -> Producer {
+    Producer::builder(aws.kinesis_client())
+        .stream(stream)
+        .build()
+        .await
+        .unwrap()
+}
+
+/// The app with the default settings over [`default_producer`], served.
+async fn serve_default_app(aws: &LocalAws, stream: &str) -> Running {
+    Running::start(
+        App::builder(default_producer(aws, stream).await).build(),
+        DRAIN,
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn posted_events_are_in_the_stream_with_the_answered_sequence_numbers() {
     let (aws, stream) = stack(2).await;
-    let producer = Producer::builder(aws.kinesis_client())
-        .stream(&stream)
-        .build()
-        .await
-        .unwrap();
-    let svc = Running::start(App::builder(producer).build(), DRAIN).await;
+    let svc = serve_default_app(&aws, &stream).await;
     let http = Http::default();
     let url = svc.url("/events");
 
@@ -108,12 +122,7 @@ async fn posted_events_are_in_the_stream_with_the_answered_sequence_numbers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fire_and_forget_answers_202_and_delivers() {
     let (aws, stream) = stack(1).await;
-    let producer = Producer::builder(aws.kinesis_client())
-        .stream(&stream)
-        .build()
-        .await
-        .unwrap();
-    let svc = Running::start(App::builder(producer).build(), DRAIN).await;
+    let svc = serve_default_app(&aws, &stream).await;
     let http = Http::default();
 
     let a = http
@@ -333,12 +342,7 @@ async fn a_full_buffer_answers_429_with_retry_after() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_is_503_while_draining() {
     let (aws, stream) = stack(1).await;
-    let producer = Producer::builder(aws.kinesis_client())
-        .stream(&stream)
-        .build()
-        .await
-        .unwrap();
-    let svc = Running::start(App::builder(producer).build(), DRAIN).await;
+    let svc = serve_default_app(&aws, &stream).await;
     let http = Http::default();
 
     let h = http.get(&svc.url("/health")).await;
@@ -370,11 +374,7 @@ async fn metrics_show_user_records_put() {
     assert!(Metrics::prometheus().is_ok());
     let other = Metrics::install(Export::None, &kinesis_metrics::MetricsFilter::default());
     assert!(other.is_err(), "{other:?}");
-    let producer = Producer::builder(aws.kinesis_client())
-        .stream(&stream)
-        .build()
-        .await
-        .unwrap();
+    let producer = default_producer(&aws, &stream).await;
     let app = App::builder(producer).metrics(metrics).build();
     let svc = Running::start(app, DRAIN).await;
     let http = Http::default();
@@ -454,12 +454,7 @@ async fn graceful_drain_loses_nothing() {
 async fn a_deleted_stream_answers_503_and_turns_unhealthy() {
     let (aws, stream) = stack(1).await;
     let kinesis = aws.kinesis_client();
-    let producer = Producer::builder(kinesis.clone())
-        .stream(&stream)
-        .build()
-        .await
-        .unwrap();
-    let svc = Running::start(App::builder(producer).build(), DRAIN).await;
+    let svc = serve_default_app(&aws, &stream).await;
     let http = Http::default();
     let url = svc.url("/events");
     let ok = http

@@ -10,8 +10,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use bytes::Bytes;
 use http::Method;
 use kinesis_consumer::{
@@ -128,33 +126,10 @@ impl Fixture {
 
     /// Puts records `ids` (data `record-i`, keys spread over the shards).
     async fn put(&self, ids: Range<usize>) {
-        let ids: Vec<usize> = ids.collect();
-        for chunk in ids.chunks(500) {
-            let entries = chunk
-                .iter()
-                .map(|i| {
-                    PutRecordsRequestEntry::builder()
-                        .partition_key(format!("key-{}", i % 31))
-                        .data(Blob::new(format!("record-{i}")))
-                        .build()
-                        .unwrap()
-                })
-                .collect();
-            self.put_entries(entries).await;
-        }
-    }
-
-    async fn put_entries(&self, entries: Vec<PutRecordsRequestEntry>) {
-        let out = self
-            .aws
-            .kinesis_client()
-            .put_records()
-            .stream_name(&self.stream)
-            .set_records(Some(entries))
-            .send()
+        let records = ids.map(|i| (format!("key-{}", i % 31), format!("record-{i}")));
+        testing::put_records(&self.aws.kinesis_client(), &self.stream, records)
             .await
             .unwrap();
-        assert_eq!(out.failed_record_count(), Some(0));
     }
 
     /// The sink as most tests use it: count cuts only, fast retries.
@@ -909,90 +884,65 @@ async fn terminate(child: &mut std::process::Child) -> std::process::ExitStatus 
     }
 }
 
-/// Checks one line against the CloudWatch Embedded Metric Format (the structure of
-/// `_aws.CloudWatchMetrics` and the references from it into the root) and returns it parsed.
-fn emf(line: &str) -> serde_json::Value {
-    use serde_json::Value;
-    let doc: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
-    let root = doc.as_object().expect("an object");
-    let mut problems = Vec::new();
-    if doc["_aws"]["Timestamp"].as_u64().is_none() {
-        problems.push("_aws.Timestamp is not a non-negative integer".to_owned());
+/// The binary run by [`Fixture::start_binary`]: its health address and its stdout in a file.
+struct Binary {
+    child: std::process::Child,
+    addr: String,
+    stdout: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Binary {
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
     }
-    let directives = doc["_aws"]["CloudWatchMetrics"]
-        .as_array()
-        .map_or(&[][..], |d| d);
-    if directives.is_empty() {
-        problems.push("_aws.CloudWatchMetrics is not a non-empty array".to_owned());
+
+    /// SIGTERM, then the exit status and everything the binary wrote to stdout.
+    async fn terminate(mut self) -> (std::process::ExitStatus, String) {
+        let status = terminate(&mut self.child).await;
+        (status, std::fs::read_to_string(&self.stdout).unwrap())
     }
-    for d in directives {
-        if d["Namespace"].as_str().is_none_or(str::is_empty) {
-            problems.push(format!("no Namespace in {d}"));
-        }
-        let Some(sets) = d["Dimensions"].as_array() else {
-            problems.push(format!("Dimensions is not an array in {d}"));
-            continue;
+}
+
+impl Fixture {
+    /// Starts the binary on the fixture's bucket with `env` on top, a free health address and
+    /// stdout in a file, and waits until its health endpoint reports the lease held.
+    async fn start_binary(&self, env: &[(&str, &str)]) -> Binary {
+        let addr = free_addr();
+        let dir = tempfile::tempdir().unwrap();
+        let stdout = dir.path().join("stdout");
+        let mut env = env.to_vec();
+        env.extend([("BUCKET", self.bucket.as_str()), ("HEALTH_ADDR", &addr)]);
+        let child = binary(&self.aws, &env)
+            .stdout(std::fs::File::create(&stdout).unwrap())
+            .spawn()
+            .unwrap();
+        let binary = Binary {
+            child,
+            addr,
+            stdout,
+            _dir: dir,
         };
-        for set in sets {
-            let names = set.as_array().map_or(&[][..], |n| n);
-            if !set.is_array() || names.len() > 30 {
-                problems.push(format!("bad dimension set {set}"));
-            }
-            for name in names {
-                if !name
-                    .as_str()
-                    .is_some_and(|n| root.get(n).is_some_and(Value::is_string))
-                {
-                    problems.push(format!("dimension {name} is not a string member"));
+        let url = binary.url("/health");
+        self.wait_until("the health endpoint to report the lease held", || async {
+            match health::check(&url, Duration::from_secs(1)).await {
+                Ok((200, body)) => {
+                    serde_json::from_str::<serde_json::Value>(&body).unwrap()["leases_held"] == 1
                 }
+                _ => false,
             }
-        }
-        let metrics = d["Metrics"].as_array().map_or(&[][..], |m| m);
-        if metrics.is_empty() || metrics.len() > 100 {
-            problems.push(format!("{} metrics in a directive", metrics.len()));
-        }
-        for m in metrics {
-            let Some(name) = m["Name"].as_str() else {
-                problems.push(format!("a metric without Name: {m}"));
-                continue;
-            };
-            if !m["Unit"].is_null() && !m["Unit"].is_string() {
-                problems.push(format!("{name}: Unit is not a string"));
-            }
-            let value = &doc[name];
-            let numbers = |v: &Value| {
-                v.as_array()
-                    .is_some_and(|a| a.len() <= 100 && a.iter().all(Value::is_number))
-            };
-            let ok = value.is_number()
-                || numbers(value)
-                || (numbers(&value["Values"])
-                    && numbers(&value["Counts"])
-                    && value["Values"].as_array().map(Vec::len)
-                        == value["Counts"].as_array().map(Vec::len));
-            if !ok {
-                problems.push(format!("{name}: {value} is not a metric value"));
-            }
-        }
+        })
+        .await;
+        binary
     }
-    assert!(problems.is_empty(), "not EMF: {problems:?}\n{line}");
-    doc
 }
 
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_writes_quiet_shards_reports_health_and_metrics_and_stops_cleanly_on_sigterm() {
     let f = Fixture::new(1).await;
-    let addr = free_addr();
-    let url = format!("http://{addr}/health");
-    let logs = tempfile::tempdir().unwrap();
-    let log_path = logs.path().join("sink.log");
-    let log_file = std::fs::File::create(&log_path).unwrap();
-    let mut child = binary(
-        &f.aws,
-        &[
-            ("BUCKET", f.bucket.as_str()),
-            ("HEALTH_ADDR", addr.as_str()),
+    let bin = f
+        .start_binary(&[
             ("MAX_AGE", "1"),
             ("AGE_GRACE", "0.5"),
             ("COMPRESSION", "gzip"),
@@ -1000,20 +950,8 @@ async fn the_binary_writes_quiet_shards_reports_health_and_metrics_and_stops_cle
             // Level and granularity through the environment: summary, no ShardId label.
             ("METRICS_LEVEL", "summary"),
             ("METRICS_GRANULARITY", "stream"),
-        ],
-    )
-    .stdout(log_file)
-    .spawn()
-    .unwrap();
-    f.wait_until("the health endpoint to report the lease held", || async {
-        match health::check(&url, Duration::from_secs(1)).await {
-            Ok((200, body)) => {
-                serde_json::from_str::<serde_json::Value>(&body).unwrap()["leases_held"] == 1
-            }
-            _ => false,
-        }
-    })
-    .await;
+        ])
+        .await;
     f.put(0..30).await;
     // Nothing else cuts 30 small records: the empty reads let the age write them.
     f.wait_until("the records written by age", || async {
@@ -1023,7 +961,7 @@ async fn the_binary_writes_quiet_shards_reports_health_and_metrics_and_stops_cle
     f.assert_exactly_once(30, 30).await;
 
     // The counter is bumped when process_records returns, a moment after the write.
-    let metrics_url = format!("http://{addr}/metrics");
+    let metrics_url = bin.url("/metrics");
     let scrape = async || {
         let (status, text) = health::check(&metrics_url, Duration::from_secs(5))
             .await
@@ -1043,12 +981,11 @@ async fn the_binary_writes_quiet_shards_reports_health_and_metrics_and_stops_cle
         !text.contains("GetRecords_Success"),
         "a detailed metric at level summary: {text}"
     );
-    let (status, body) = get_json(&url).await;
+    let (status, body) = get_json(&bin.url("/health")).await;
     assert_eq!(status, 200);
     assert_eq!(body["shards"][0]["records_processed"], 30, "{body}");
 
-    let status = terminate(&mut child).await;
-    let log = std::fs::read_to_string(&log_path).unwrap();
+    let (status, log) = bin.terminate().await;
     assert_eq!(status.code(), Some(0), "{log}");
     // JSON logs, one object per line, event fields at the top level.
     let messages: Vec<String> = log
@@ -1066,41 +1003,21 @@ async fn the_binary_writes_quiet_shards_reports_health_and_metrics_and_stops_cle
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_metrics_emf_the_binary_writes_emf_lines_to_stdout() {
     let f = Fixture::new(1).await;
-    let addr = free_addr();
-    let logs = tempfile::tempdir().unwrap();
-    let out_path = logs.path().join("stdout");
-    let out_file = std::fs::File::create(&out_path).unwrap();
-    let mut child = binary(
-        &f.aws,
-        &[
-            ("BUCKET", f.bucket.as_str()),
-            ("HEALTH_ADDR", addr.as_str()),
+    let bin = f
+        .start_binary(&[
             ("MAX_RECORDS", "5"),
             ("MAX_AGE", "3600"),
             ("LOG_FORMAT", "json"),
             ("METRICS", "emf"),
             ("METRICS_NAMESPACE", "sink-test"),
-        ],
-    )
-    .stdout(out_file)
-    .spawn()
-    .unwrap();
-    let url = format!("http://{addr}/health");
-    f.wait_until("the health endpoint to report the lease held", || async {
-        match health::check(&url, Duration::from_secs(1)).await {
-            Ok((200, body)) => {
-                serde_json::from_str::<serde_json::Value>(&body).unwrap()["leases_held"] == 1
-            }
-            _ => false,
-        }
-    })
-    .await;
+        ])
+        .await;
     f.put(0..10).await;
     f.wait_until("two objects of 5 records", || async {
         f.data().await.len() == 10
     })
     .await;
-    let (status, body) = get_json(&format!("http://{addr}/metrics")).await;
+    let (status, body) = get_json(&bin.url("/metrics")).await;
     assert_eq!(status, 404);
     assert!(
         body["error"]["message"]
@@ -1110,8 +1027,7 @@ async fn with_metrics_emf_the_binary_writes_emf_lines_to_stdout() {
         "{body}"
     );
 
-    let status = terminate(&mut child).await;
-    let out = std::fs::read_to_string(&out_path).unwrap();
+    let (status, out) = bin.terminate().await;
     assert_eq!(status.code(), Some(0), "{out}");
     // Logs and EMF share stdout, every line JSON; the EMF lines are the ones with `_aws`.
     let emf: Vec<serde_json::Value> = out
@@ -1121,7 +1037,7 @@ async fn with_metrics_emf_the_binary_writes_emf_lines_to_stdout() {
                 serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
             v.get("_aws").is_some()
         })
-        .map(emf)
+        .map(testing::parse_emf)
         .collect();
     assert!(!emf.is_empty(), "no EMF line in {out}");
     assert!(

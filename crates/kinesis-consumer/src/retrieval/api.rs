@@ -134,6 +134,23 @@ impl SdkApi {
     }
 }
 
+/// Error codes that retrying cannot fix (bad request, permissions, KMS key unusable), for
+/// every Kinesis operation: polling and enhanced fan-out classify them alike.
+pub(crate) fn is_fatal_code(code: &str) -> bool {
+    matches!(
+        code,
+        "InvalidArgumentException"
+            | "ValidationException"
+            | "AccessDeniedException"
+            | "UnrecognizedClientException"
+            | "KMSAccessDeniedException"
+            | "KMSDisabledException"
+            | "KMSInvalidStateException"
+            | "KMSNotFoundException"
+            | "KMSOptInRequired"
+    )
+}
+
 /// Classification by error code, shared by all operations.
 fn classify<E, R>(err: SdkError<E, R>) -> ApiError
 where
@@ -150,17 +167,7 @@ where
         ) => ErrorKind::Throttled,
         Some("ExpiredIteratorException") => ErrorKind::ExpiredIterator,
         Some("ResourceNotFoundException") => ErrorKind::NotFound,
-        Some(
-            "InvalidArgumentException"
-            | "ValidationException"
-            | "AccessDeniedException"
-            | "UnrecognizedClientException"
-            | "KMSAccessDeniedException"
-            | "KMSDisabledException"
-            | "KMSInvalidStateException"
-            | "KMSNotFoundException"
-            | "KMSOptInRequired",
-        ) => ErrorKind::Fatal,
+        Some(code) if is_fatal_code(code) => ErrorKind::Fatal,
         _ => ErrorKind::Transient,
     };
     ApiError {
@@ -174,6 +181,30 @@ fn parse_range(range: Option<aws_sdk_kinesis::types::HashKeyRange>) -> Option<Ha
     let start: HashKey = range.starting_hash_key.parse().ok()?;
     let end: HashKey = range.ending_hash_key.parse().ok()?;
     Some(HashKeyRange::new(start, end))
+}
+
+/// `from` as the SDK spells it (`GetShardIterator` and `SubscribeToShard` alike): the
+/// iterator type, and the timestamp or sequence number that type needs.
+pub(crate) fn sdk_starting_point(
+    from: &StartingPoint,
+) -> (ShardIteratorType, Option<DateTime>, Option<String>) {
+    match from {
+        StartingPoint::TrimHorizon => (ShardIteratorType::TrimHorizon, None, None),
+        StartingPoint::Latest => (ShardIteratorType::Latest, None, None),
+        StartingPoint::AtTimestamp(t) => (
+            ShardIteratorType::AtTimestamp,
+            Some(DateTime::from(*t)),
+            None,
+        ),
+        StartingPoint::AtSequence(s) => {
+            (ShardIteratorType::AtSequenceNumber, None, Some(s.clone()))
+        }
+        StartingPoint::AfterSequence(s) => (
+            ShardIteratorType::AfterSequenceNumber,
+            None,
+            Some(s.clone()),
+        ),
+    }
 }
 
 /// A record as the SDK returns it (GetRecords and SubscribeToShard alike).
@@ -205,27 +236,18 @@ impl KinesisApi for SdkApi {
         shard_id: &str,
         from: &StartingPoint,
     ) -> Result<Option<String>, ApiError> {
-        let request = self
+        let (iterator_type, timestamp, sequence_number) = sdk_starting_point(from);
+        let out = self
             .client
             .get_shard_iterator()
             .stream_name(stream)
-            .shard_id(shard_id);
-        let request = match from {
-            StartingPoint::TrimHorizon => {
-                request.shard_iterator_type(ShardIteratorType::TrimHorizon)
-            }
-            StartingPoint::Latest => request.shard_iterator_type(ShardIteratorType::Latest),
-            StartingPoint::AtTimestamp(t) => request
-                .shard_iterator_type(ShardIteratorType::AtTimestamp)
-                .timestamp(DateTime::from(*t)),
-            StartingPoint::AtSequence(s) => request
-                .shard_iterator_type(ShardIteratorType::AtSequenceNumber)
-                .starting_sequence_number(s),
-            StartingPoint::AfterSequence(s) => request
-                .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
-                .starting_sequence_number(s),
-        };
-        let out = request.send().await.map_err(classify)?;
+            .shard_id(shard_id)
+            .shard_iterator_type(iterator_type)
+            .set_timestamp(timestamp)
+            .set_starting_sequence_number(sequence_number)
+            .send()
+            .await
+            .map_err(classify)?;
         Ok(out.shard_iterator)
     }
 

@@ -80,14 +80,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio::sync::{Mutex, mpsc};
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use self::api::{EventStream, Failure, FanOutApi, FanOutError, Status};
 use super::api::{ErrorKind, KinesisApi, ListedShard};
 use super::{
-    Batch, ReadRecord, RecordSource, RecordSourceFactory, RetrievalError, ShardRef, StartingPoint,
+    Batch, ReadRecord, ReaderQueue, RecordSource, RecordSourceFactory, RetrievalError, ShardRef,
+    StartingPoint,
 };
 use crate::processor::ChildShard;
 
@@ -430,15 +430,7 @@ impl RecordSourceFactory for FanOutFactory {
 
 /// The consumer's end of a shard's subscription. Dropping it ends the subscription.
 pub(crate) struct FanOutSource {
-    rx: mpsc::Receiver<Result<Batch, RetrievalError>>,
-    task: JoinHandle<()>,
-    shard_id: String,
-}
-
-impl Drop for FanOutSource {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    queue: ReaderQueue,
 }
 
 impl FanOutSource {
@@ -466,9 +458,7 @@ impl FanOutSource {
             failures: 0,
         };
         FanOutSource {
-            rx,
-            task: tokio::spawn(subscriber.run()),
-            shard_id,
+            queue: ReaderQueue::new(shard_id, rx, tokio::spawn(subscriber.run())),
         }
     }
 }
@@ -476,12 +466,7 @@ impl FanOutSource {
 #[async_trait]
 impl RecordSource for FanOutSource {
     async fn next_batch(&mut self) -> Result<Batch, RetrievalError> {
-        match self.rx.recv().await {
-            Some(batch) => batch,
-            None => Err(RetrievalError::Stopped {
-                shard_id: self.shard_id.clone(),
-            }),
-        }
+        self.queue.recv().await
     }
 }
 

@@ -24,12 +24,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio::sync::{Notify, mpsc, watch};
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::api::{ApiError, ErrorKind, KinesisApi};
-use super::{Batch, RecordSource, RecordSourceFactory, RetrievalError, ShardRef, StartingPoint};
+use super::{
+    Batch, ReaderQueue, RecordSource, RecordSourceFactory, RetrievalError, ShardRef, StartingPoint,
+};
 use crate::processor::ChildShard;
 
 /// The shortest time between two reads of a shard (Kinesis allows 5 reads/s per shard).
@@ -163,16 +164,8 @@ impl RecordSourceFactory for PollingFactory {
 
 /// The consumer's end of a shard's prefetch queue. Dropping it stops the reader task.
 pub(crate) struct PollingSource {
-    rx: mpsc::Receiver<Result<Batch, RetrievalError>>,
+    queue: ReaderQueue,
     prefetch: Arc<Prefetch>,
-    task: JoinHandle<()>,
-    shard_id: String,
-}
-
-impl Drop for PollingSource {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 impl PollingSource {
@@ -196,10 +189,8 @@ impl PollingSource {
         };
         let task = tokio::spawn(reader.run(from));
         PollingSource {
-            rx,
+            queue: ReaderQueue::new(shard_id, rx, task),
             prefetch,
-            task,
-            shard_id,
         }
     }
 
@@ -220,17 +211,10 @@ impl PollingSource {
 impl RecordSource for PollingSource {
     async fn next_batch(&mut self) -> Result<Batch, RetrievalError> {
         // `recv` is cancel-safe and the accounting below runs without an await.
-        match self.rx.recv().await {
-            Some(Ok(batch)) => {
-                self.prefetch
-                    .remove(batch.records.len(), batch.data_bytes());
-                Ok(batch)
-            }
-            Some(Err(e)) => Err(e),
-            None => Err(RetrievalError::Stopped {
-                shard_id: self.shard_id.clone(),
-            }),
-        }
+        let batch = self.queue.recv().await?;
+        self.prefetch
+            .remove(batch.records.len(), batch.data_bytes());
+        Ok(batch)
     }
 }
 

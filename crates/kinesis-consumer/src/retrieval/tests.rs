@@ -202,6 +202,15 @@ fn record_calls(api: &FakeApi) -> Vec<(Duration, usize)> {
         .collect()
 }
 
+/// The first `n` of [`record_calls`], times in milliseconds.
+fn first_record_calls_ms(api: &FakeApi, n: usize) -> Vec<(u128, usize)> {
+    record_calls(api)
+        .into_iter()
+        .take(n)
+        .map(|(t, from)| (t.as_millis(), from))
+        .collect()
+}
+
 fn child(id: &str, parents: &[&str]) -> ChildShard {
     ChildShard {
         shard_id: id.into(),
@@ -210,7 +219,8 @@ fn child(id: &str, parents: &[&str]) -> ChildShard {
     }
 }
 
-fn listed(id: &str, parent: Option<&str>, adjacent: Option<&str>) -> ListedShard {
+/// A shard as `ListShards` lists it (no hash key range).
+pub(crate) fn listed(id: &str, parent: Option<&str>, adjacent: Option<&str>) -> ListedShard {
     ListedShard {
         shard_id: id.into(),
         parent_shard_id: parent.map(Into::into),
@@ -256,11 +266,7 @@ async fn full_reads_are_followed_at_the_floor_then_idle() {
     let (records, _) = read_records(&mut source, 25).await;
     assert_eq!(records.len(), 25);
     source.next_batch().await.unwrap(); // the empty read after catching up
-    let calls: Vec<_> = record_calls(&api)
-        .into_iter()
-        .take(4)
-        .map(|(t, from)| (t.as_millis(), from))
-        .collect();
+    let calls = first_record_calls_ms(&api, 4);
     // Two full reads (catching up), a partial one, then the idle time.
     assert_eq!(calls, [(0, 0), (200, 10), (400, 20), (1900, 25)]);
 }
@@ -275,11 +281,7 @@ async fn pages_cut_short_while_behind_are_followed_at_the_floor() {
     let (records, _) = read_records(&mut source, 25).await;
     assert_eq!(records.len(), 25);
     source.next_batch().await.unwrap();
-    let calls: Vec<_> = record_calls(&api)
-        .into_iter()
-        .take(4)
-        .map(|(t, from)| (t.as_millis(), from))
-        .collect();
+    let calls = first_record_calls_ms(&api, 4);
     assert_eq!(calls, [(0, 0), (200, 10), (400, 20), (1900, 25)]);
 }
 
@@ -505,22 +507,8 @@ async fn prefetch_is_bounded_against_the_local_stack() {
         .await
         .unwrap();
     for chunk in 0..4 {
-        let entries = (0..50)
-            .map(|i| {
-                aws_sdk_kinesis::types::PutRecordsRequestEntry::builder()
-                    .partition_key(format!("k{i}"))
-                    .data(aws_sdk_kinesis::primitives::Blob::new(format!(
-                        "{chunk}-{i}"
-                    )))
-                    .build()
-                    .unwrap()
-            })
-            .collect::<Vec<_>>();
-        kinesis
-            .put_records()
-            .stream_name(&stream)
-            .set_records(Some(entries))
-            .send()
+        let records = (0..50).map(|i| (format!("k{i}"), format!("{chunk}-{i}")));
+        local_aws::testing::put_records(&kinesis, &stream, records)
             .await
             .unwrap();
     }

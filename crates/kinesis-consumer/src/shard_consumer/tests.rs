@@ -213,6 +213,36 @@ impl Setup {
         let mut seen = self.batches_seen.subscribe();
         seen.wait_for(|count| *count >= n).await.unwrap();
     }
+
+    /// Runs a consumer from TRIM_HORIZON until it finishes.
+    async fn run(&self, script: Script, options: ShardConsumerOptions) -> ShardConsumerOutcome {
+        self.consumer(Position::TrimHorizon, script, options)
+            .spawn()
+            .join()
+            .await
+    }
+
+    /// Starts a consumer from TRIM_HORIZON (default options) and waits until its processor is
+    /// inside the first batch, where it stays until the returned gate gets permits.
+    async fn spawn_held_in_first_batch(
+        &self,
+        script: Script,
+    ) -> (ShardConsumerHandle, Arc<Semaphore>) {
+        let gate = Arc::new(Semaphore::new(0));
+        let script = Script {
+            gate: Some(gate.clone()),
+            ..script
+        };
+        let handle = self
+            .consumer(
+                Position::TrimHorizon,
+                script,
+                ShardConsumerOptions::default(),
+            )
+            .spawn();
+        self.wait_for_batches(1).await;
+        (handle, gate)
+    }
 }
 
 fn r(i: u64) -> String {
@@ -238,16 +268,13 @@ async fn delivers_every_record_in_order_then_records_shard_end() {
     let s = setup(12);
     s.close_with_child();
     let outcome = s
-        .consumer(
-            Position::TrimHorizon,
+        .run(
             Script {
                 checkpoint_each: true,
                 ..Script::default()
             },
             ShardConsumerOptions::default(),
         )
-        .spawn()
-        .join()
         .await;
     let ShardConsumerOutcome::ShardEnded { children } = outcome else {
         panic!("{outcome:?}")
@@ -301,15 +328,7 @@ async fn default_policy_retries_the_same_batch_and_skips_nothing() {
         ..Script::default()
     };
     let started = Instant::now();
-    let outcome = s
-        .consumer(
-            Position::TrimHorizon,
-            script,
-            ShardConsumerOptions::default(),
-        )
-        .spawn()
-        .join()
-        .await;
+    let outcome = s.run(script, ShardConsumerOptions::default()).await;
     assert!(matches!(outcome, ShardConsumerOutcome::ShardEnded { .. }));
     let first: Vec<_> = (0..5).map(r).collect();
     assert_eq!(
@@ -335,15 +354,12 @@ async fn a_retry_does_not_redeliver_what_the_processor_checkpointed() {
         ..Script::default()
     };
     let outcome = s
-        .consumer(
-            Position::TrimHorizon,
+        .run(
             script,
             options(ProcessorErrorPolicy::Retry {
                 backoff: fast_retry(),
             }),
         )
-        .spawn()
-        .join()
         .await;
     assert!(matches!(outcome, ShardConsumerOutcome::ShardEnded { .. }));
     // First delivery 0..5, checkpoint at 1, failure; the retry starts at 2 (and checkpoints 3).
@@ -362,16 +378,13 @@ async fn skip_after_n_attempts_moves_on() {
         ..Script::default()
     };
     let outcome = s
-        .consumer(
-            Position::TrimHorizon,
+        .run(
             script,
             options(ProcessorErrorPolicy::SkipAfter {
                 attempts: 2,
                 backoff: fast_retry(),
             }),
         )
-        .spawn()
-        .join()
         .await;
     assert!(matches!(outcome, ShardConsumerOutcome::ShardEnded { .. }));
     let first: Vec<_> = (0..5).map(r).collect();
@@ -390,13 +403,7 @@ async fn stop_shard_stops_at_the_first_error_without_checkpointing() {
         ..Script::default()
     };
     let outcome = s
-        .consumer(
-            Position::TrimHorizon,
-            script,
-            options(ProcessorErrorPolicy::StopShard),
-        )
-        .spawn()
-        .join()
+        .run(script, options(ProcessorErrorPolicy::StopShard))
         .await;
     assert!(
         matches!(outcome, ShardConsumerOutcome::ProcessorFailed { .. }),
@@ -409,20 +416,11 @@ async fn stop_shard_stops_at_the_first_error_without_checkpointing() {
 #[tokio::test(start_paused = true)]
 async fn lease_loss_stops_promptly_and_refuses_checkpoints_at_once() {
     let s = setup(20);
-    let gate = Arc::new(Semaphore::new(0));
     let script = Script {
-        gate: Some(gate.clone()),
         checkpoint_each: true,
         ..Script::default()
     };
-    let handle = s
-        .consumer(
-            Position::TrimHorizon,
-            script,
-            ShardConsumerOptions::default(),
-        )
-        .spawn();
-    s.wait_for_batches(1).await;
+    let (handle, gate) = s.spawn_held_in_first_batch(script).await;
     handle.lease_lost();
     gate.add_permits(100);
     let outcome = handle.join().await;
@@ -444,15 +442,7 @@ async fn a_lease_lost_in_the_store_stops_the_consumer() {
         checkpoint_each: true,
         ..Script::default()
     };
-    let outcome = s
-        .consumer(
-            Position::TrimHorizon,
-            script,
-            ShardConsumerOptions::default(),
-        )
-        .spawn()
-        .join()
-        .await;
+    let outcome = s.run(script, ShardConsumerOptions::default()).await;
     assert!(
         matches!(outcome, ShardConsumerOutcome::LeaseLost),
         "{outcome:?}"
@@ -463,20 +453,11 @@ async fn a_lease_lost_in_the_store_stops_the_consumer() {
 #[tokio::test(start_paused = true)]
 async fn graceful_shutdown_finishes_the_batch_then_calls_shutdown_requested() {
     let s = setup(20);
-    let gate = Arc::new(Semaphore::new(0));
     let script = Script {
-        gate: Some(gate.clone()),
         checkpoint_on_shutdown: true,
         ..Script::default()
     };
-    let handle = s
-        .consumer(
-            Position::TrimHorizon,
-            script,
-            ShardConsumerOptions::default(),
-        )
-        .spawn();
-    s.wait_for_batches(1).await;
+    let (handle, gate) = s.spawn_held_in_first_batch(script).await;
     handle.request_shutdown();
     gate.add_permits(100);
     let outcome = handle.join().await;
@@ -553,16 +534,13 @@ async fn shard_end_is_recorded_even_if_shard_ended_keeps_failing_under_skip_afte
         ..Script::default()
     };
     let outcome = s
-        .consumer(
-            Position::TrimHorizon,
+        .run(
             script,
             options(ProcessorErrorPolicy::SkipAfter {
                 attempts: 3,
                 backoff: fast_retry(),
             }),
         )
-        .spawn()
-        .join()
         .await;
     assert!(matches!(outcome, ShardConsumerOutcome::ShardEnded { .. }));
     let ended = s
@@ -581,13 +559,7 @@ async fn shard_end_write_is_retried_when_the_store_throttles() {
     s.sink
         .fail_next([CheckpointError::Throttled, CheckpointError::Throttled]);
     let outcome = s
-        .consumer(
-            Position::TrimHorizon,
-            Script::default(),
-            ShardConsumerOptions::default(),
-        )
-        .spawn()
-        .join()
+        .run(Script::default(), ShardConsumerOptions::default())
         .await;
     assert!(matches!(outcome, ShardConsumerOutcome::ShardEnded { .. }));
     assert_eq!(s.sink.checkpoints(), [Position::ShardEnd]);
@@ -601,13 +573,7 @@ async fn a_throttled_shard_is_read_to_the_end() {
         s.api.fail("GetRecords", ErrorKind::Throttled);
     }
     let outcome = s
-        .consumer(
-            Position::TrimHorizon,
-            Script::default(),
-            ShardConsumerOptions::default(),
-        )
-        .spawn()
-        .join()
+        .run(Script::default(), ShardConsumerOptions::default())
         .await;
     assert!(matches!(outcome, ShardConsumerOutcome::ShardEnded { .. }));
     assert_eq!(s.delivered(), (0..10).map(r).collect::<Vec<_>>());
@@ -718,13 +684,10 @@ async fn a_failed_empty_call_backs_off_and_the_next_read_calls_again() {
         ..Script::default()
     };
     let outcome = s
-        .consumer(
-            Position::TrimHorizon,
+        .run(
             script,
             with_empty_batches(true, ProcessorErrorPolicy::StopShard),
         )
-        .spawn()
-        .join()
         .await;
     assert!(
         matches!(outcome, ShardConsumerOutcome::ProcessorFailed { .. }),
@@ -738,13 +701,10 @@ async fn an_empty_read_at_the_shard_end_goes_to_shard_ended_only() {
     let s = setup(0);
     s.close_with_child();
     let outcome = s
-        .consumer(
-            Position::TrimHorizon,
+        .run(
             Script::default(),
             with_empty_batches(true, ProcessorErrorPolicy::default()),
         )
-        .spawn()
-        .join()
         .await;
     assert!(matches!(outcome, ShardConsumerOutcome::ShardEnded { .. }));
     assert_eq!(

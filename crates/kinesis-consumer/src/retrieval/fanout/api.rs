@@ -6,13 +6,10 @@ use std::fmt;
 
 use async_trait::async_trait;
 use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_sdk_kinesis::primitives::DateTime;
-use aws_sdk_kinesis::types::{
-    ConsumerStatus, ShardIteratorType, StartingPosition, SubscribeToShardEventStream,
-};
+use aws_sdk_kinesis::types::{ConsumerStatus, StartingPosition, SubscribeToShardEventStream};
 
 use crate::processor::ChildShard;
-use crate::retrieval::api::{child_shard, read_record};
+use crate::retrieval::api::{child_shard, is_fatal_code, read_record, sdk_starting_point};
 use crate::retrieval::{BoxError, ReadRecord, StartingPoint};
 
 /// What a failed call means here ("retry, wait, or give up?"). Kept apart from the polling
@@ -74,17 +71,7 @@ where
             | "RequestLimitExceeded",
         ) => Failure::Throttled,
         Some("ResourceNotFoundException") => Failure::NotFound,
-        Some(
-            "InvalidArgumentException"
-            | "ValidationException"
-            | "AccessDeniedException"
-            | "UnrecognizedClientException"
-            | "KMSAccessDeniedException"
-            | "KMSDisabledException"
-            | "KMSInvalidStateException"
-            | "KMSNotFoundException"
-            | "KMSOptInRequired",
-        ) => Failure::Fatal,
+        Some(code) if is_fatal_code(code) => Failure::Fatal,
         _ => Failure::Transient,
     };
     FanOutError {
@@ -105,6 +92,15 @@ pub(crate) enum Status {
     Creating,
     Active,
     Deleting,
+}
+
+impl Consumer {
+    fn from_sdk(arn: &str, status: &ConsumerStatus) -> Consumer {
+        Consumer {
+            arn: arn.to_owned(),
+            status: status.into(),
+        }
+    }
 }
 
 impl From<&ConsumerStatus> for Status {
@@ -182,21 +178,11 @@ impl SdkFanOutApi {
 }
 
 fn starting_position(from: &StartingPoint) -> Result<StartingPosition, FanOutError> {
-    let builder = StartingPosition::builder();
-    let builder = match from {
-        StartingPoint::TrimHorizon => builder.r#type(ShardIteratorType::TrimHorizon),
-        StartingPoint::Latest => builder.r#type(ShardIteratorType::Latest),
-        StartingPoint::AtTimestamp(t) => builder
-            .r#type(ShardIteratorType::AtTimestamp)
-            .timestamp(DateTime::from(*t)),
-        StartingPoint::AtSequence(s) => builder
-            .r#type(ShardIteratorType::AtSequenceNumber)
-            .sequence_number(s),
-        StartingPoint::AfterSequence(s) => builder
-            .r#type(ShardIteratorType::AfterSequenceNumber)
-            .sequence_number(s),
-    };
-    builder
+    let (iterator_type, timestamp, sequence_number) = sdk_starting_point(from);
+    StartingPosition::builder()
+        .r#type(iterator_type)
+        .set_timestamp(timestamp)
+        .set_sequence_number(sequence_number)
         .build()
         .map_err(|e| FanOutError::new(Failure::Fatal, e.to_string()))
 }
@@ -229,13 +215,9 @@ impl FanOutApi for SdkFanOutApi {
             .send()
             .await
             .map_err(classify)?;
-        let c = out
-            .consumer_description()
-            .ok_or_else(|| FanOutError::new(Failure::Transient, "no consumer description"))?;
-        Ok(Consumer {
-            arn: c.consumer_arn().to_owned(),
-            status: c.consumer_status().into(),
-        })
+        out.consumer_description()
+            .map(|c| Consumer::from_sdk(c.consumer_arn(), c.consumer_status()))
+            .ok_or_else(|| FanOutError::new(Failure::Transient, "no consumer description"))
     }
 
     async fn register_consumer(
@@ -251,13 +233,9 @@ impl FanOutApi for SdkFanOutApi {
             .send()
             .await
             .map_err(classify)?;
-        let c = out
-            .consumer()
-            .ok_or_else(|| FanOutError::new(Failure::Transient, "no consumer in the answer"))?;
-        Ok(Consumer {
-            arn: c.consumer_arn().to_owned(),
-            status: c.consumer_status().into(),
-        })
+        out.consumer()
+            .map(|c| Consumer::from_sdk(c.consumer_arn(), c.consumer_status()))
+            .ok_or_else(|| FanOutError::new(Failure::Transient, "no consumer in the answer"))
     }
 
     async fn subscribe(

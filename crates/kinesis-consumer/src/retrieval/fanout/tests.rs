@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 
 use super::api::{Consumer, ShardEvent};
 use super::*;
-use crate::retrieval::tests::{FakeApi, record};
+use crate::retrieval::tests::{FakeApi, listed, record};
 
 /// One step of a scripted subscription.
 #[derive(Debug, Clone)]
@@ -443,12 +443,11 @@ async fn a_shard_end_without_children_lists_them() {
     let kinesis = Arc::new(FakeApi::default());
     kinesis.close(
         vec![],
-        vec![ListedShard {
-            shard_id: "shardId-000000000001".into(),
-            parent_shard_id: Some("shardId-000000000000".into()),
-            adjacent_parent_shard_id: None,
-            hash_key_range: None,
-        }],
+        vec![listed(
+            "shardId-000000000001",
+            Some("shardId-000000000000"),
+            None,
+        )],
     );
     let mut last = event([]);
     last.continuation = None;
@@ -502,12 +501,11 @@ async fn a_shard_gone_from_a_live_stream_is_its_end() {
     let kinesis = Arc::new(FakeApi::default());
     kinesis.close(
         vec![],
-        vec![ListedShard {
-            shard_id: "shardId-000000000001".into(),
-            parent_shard_id: Some("shardId-000000000000".into()),
-            adjacent_parent_shard_id: None,
-            hash_key_range: None,
-        }],
+        vec![listed(
+            "shardId-000000000001",
+            Some("shardId-000000000000"),
+            None,
+        )],
     );
     api.script([Sub::Refuse(Failure::NotFound)]);
     let mut source =
@@ -520,15 +518,7 @@ async fn a_shard_gone_from_a_live_stream_is_its_end() {
 async fn a_deregistered_consumer_is_registered_again() {
     let api = FakeFanOut::active();
     let kinesis = Arc::new(FakeApi::default());
-    kinesis.close(
-        vec![],
-        vec![ListedShard {
-            shard_id: "shardId-000000000000".into(),
-            parent_shard_id: None,
-            adjacent_parent_shard_id: None,
-            hash_key_range: None,
-        }],
-    );
+    kinesis.close(vec![], vec![listed("shardId-000000000000", None, None)]);
     api.script([Sub::Open(vec![ev([0])])]);
     let factory = factory(&api, &kinesis, FanOutConfig::default());
     let mut source = factory.start(shard(), StartingPoint::TrimHorizon);
