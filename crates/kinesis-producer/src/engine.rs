@@ -42,7 +42,7 @@ use crate::config::Config;
 use crate::error::PutFailure;
 use crate::limiter::ShardLimiter;
 use crate::record::{Attempt, AttemptError, Attempts, Landing, PutOutcome, Record};
-use crate::reply::{Batch, Batches, Landed, Reply};
+use crate::reply::{Batch, Batches, Reply};
 use crate::retry::{Backoff, RetryBudget};
 use crate::shard_map::{self, ShardMap};
 
@@ -1169,7 +1169,7 @@ impl Engine {
 
     /// Every record of `p` is in the stream: each gets its outcome; counters, permits and
     /// flush accounting are updated once for the lot. Records at their first attempt (almost
-    /// all) share one [`Landed`] and reach their batches a run at a time.
+    /// all) share one [`Landing`] and reach their batches a run at a time.
     fn succeed(
         &mut self,
         p: Pending,
@@ -1185,15 +1185,13 @@ impl Engine {
         self.metrics
             .user_records_put
             .increment(p.items.len() as u64);
-        let landed = Landed {
-            landing: Arc::new(Landing {
-                shard_id: Arc::clone(shard_id),
-                sequence_number: Arc::clone(sequence_number),
-                aggregated,
-            }),
+        let landing = Arc::new(Landing {
+            shard_id: Arc::clone(shard_id),
+            sequence_number: Arc::clone(sequence_number),
+            aggregated,
             started: done.started_std,
             duration: done.duration,
-        };
+        });
         let mut tally = std::mem::take(&mut self.tally);
         let mut data = 0u64;
         let mut retried = Vec::new();
@@ -1209,7 +1207,7 @@ impl Engine {
             tally.add(&item, 0);
             Some((item.reply, pos as u32, delay))
         });
-        self.batches.landed(&landed, first_tries);
+        self.batches.landed(&landing, first_tries);
         for (pos, mut item) in retried {
             let attempt = done.attempt(item.last_end(), None);
             let attempts = item.take_attempts(Some(attempt));
@@ -1219,7 +1217,7 @@ impl Engine {
                 .record(all[0].delay.as_secs_f64() * 1000.0);
             tally.add(&item, all.len() - 1);
             let outcome = PutOutcome {
-                landing: Arc::clone(&landed.landing),
+                landing: Arc::clone(&landing),
                 sub_sequence_number: pos as u64,
                 attempts,
             };
@@ -1369,10 +1367,24 @@ impl Engine {
         done: Option<&Done>,
     ) {
         let range = self.map.range(shard_id);
+        // The successful attempt: this one, or (verified after a map load) the last one in
+        // the histories. Outcomes here carry full histories; the landing only names it.
+        let (started, duration) = match done {
+            Some(d) => (d.started_std, d.duration),
+            None => p
+                .items
+                .first()
+                .and_then(|i| i.cold.as_ref()?.attempts.last())
+                .map_or((std::time::Instant::now(), Duration::ZERO), |a| {
+                    (a.started, a.duration)
+                }),
+        };
         let landing = Arc::new(Landing {
             shard_id: Arc::clone(shard_id),
             sequence_number: Arc::clone(seq),
             aggregated: p.items.len() > 1,
+            started,
+            duration,
         });
         let mut delivered = 0u64;
         let mut strays = 0usize;

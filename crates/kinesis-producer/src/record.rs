@@ -118,22 +118,31 @@ pub struct PutOutcome {
     pub(crate) attempts: Attempts,
 }
 
-/// What every user record of one Kinesis record shares once it is in the stream: allocated
-/// once per Kinesis record (one per few hundred user records when aggregating), so that an
-/// outcome costs one reference count, not two strings.
+/// What every user record of one Kinesis record shares once it is in the stream, with the
+/// request that put it there: allocated once per Kinesis record (one per few hundred user
+/// records when aggregating), so that an outcome costs one reference count, not two strings.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Landing {
     pub(crate) shard_id: Arc<str>,
     pub(crate) sequence_number: Arc<str>,
     pub(crate) aggregated: bool,
+    /// The successful request's start and duration.
+    pub(crate) started: std::time::Instant,
+    pub(crate) duration: Duration,
 }
 
 impl PutOutcome {
-    /// The outcome of a record whose only attempt succeeded.
-    pub(crate) fn first_try(landing: Arc<Landing>, sub: u64, attempt: Attempt) -> PutOutcome {
+    /// The outcome of a record whose only attempt succeeded, `delay` after it was put.
+    pub(crate) fn first_try(landing: Arc<Landing>, sub: u32, delay: Duration) -> PutOutcome {
+        let attempt = Attempt {
+            started: landing.started,
+            delay,
+            duration: landing.duration,
+            error: None,
+        };
         PutOutcome {
             landing,
-            sub_sequence_number: sub,
+            sub_sequence_number: u64::from(sub),
             attempts: Attempts::One(attempt),
         }
     }

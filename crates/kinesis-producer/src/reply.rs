@@ -29,7 +29,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use crate::error::PutFailure;
-use crate::record::{Attempt, Landing, PutOutcome};
+use crate::record::{Landing, PutOutcome};
 
 /// A record's final outcome.
 pub(crate) type Outcome = Result<PutOutcome, PutFailure>;
@@ -38,33 +38,36 @@ pub(crate) type Outcome = Result<PutOutcome, PutFailure>;
 /// ([`PutFailure::Lost`]); batch records are told by their batch's entry in [`Batches`]
 /// when the engine goes away.
 pub(crate) enum Reply {
-    /// The failure is boxed: it is large (the record, the attempts) and rare, and the
-    /// channel's slot is sized for the larger of the two.
-    One(oneshot::Sender<Result<PutOutcome, Box<PutFailure>>>),
+    One(oneshot::Sender<Message>),
     /// Record `index` of the batch registered as `batch` in the engine's [`Batches`]
     /// ([`UNREGISTERED`] until the engine has it).
-    Batch { batch: u32, index: u32 },
+    Batch {
+        batch: u32,
+        index: u32,
+    },
 }
 
 /// The batch number of a record not yet handed to the engine.
 pub(crate) const UNREGISTERED: u32 = u32::MAX;
 
-/// A successful attempt, shared by the user records of one Kinesis record.
-pub(crate) struct Landed {
-    pub(crate) landing: Arc<Landing>,
-    pub(crate) started: std::time::Instant,
-    pub(crate) duration: Duration,
+/// What a `put`'s channel carries: 24 bytes, so that the channel's allocation stays in the
+/// allocator's fast small-size bins (a full [`Outcome`] made it 170 bytes), and the
+/// [`PutOutcome`] is built by the handle, on the caller's thread.
+#[derive(Debug)]
+pub(crate) enum Message {
+    /// Succeeded at its first attempt (almost every record).
+    Landed {
+        landing: Arc<Landing>,
+        sub: u32,
+        delay_ns: u64,
+    },
+    /// Anything else: a failure, or a success after retries. Large and rare: boxed.
+    Other(Box<Outcome>),
 }
 
-impl Landed {
-    fn attempt(&self, delay: Duration) -> Attempt {
-        Attempt {
-            started: self.started,
-            delay,
-            duration: self.duration,
-            error: None,
-        }
-    }
+/// A wait in nanoseconds, saturating (a wait over 584 years is not a concern).
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// The engine's table of the batches it holds records of.
@@ -115,7 +118,7 @@ impl Batches {
     pub(crate) fn send(&mut self, reply: Reply, outcome: Outcome) {
         match reply {
             Reply::One(tx) => {
-                let _ = tx.send(outcome.map_err(Box::new));
+                let _ = tx.send(Message::Other(Box::new(outcome)));
             }
             Reply::Batch { batch, index } => {
                 if let Some(e) = self.entry(batch) {
@@ -131,7 +134,7 @@ impl Batches {
     /// before the attempt. Consecutive records of one batch cost one lock.
     pub(crate) fn landed(
         &mut self,
-        landed: &Landed,
+        landing: &Arc<Landing>,
         records: impl IntoIterator<Item = (Reply, u32, Duration)>,
     ) {
         let mut run = std::mem::take(&mut self.run);
@@ -139,34 +142,31 @@ impl Batches {
         for (reply, sub, delay) in records {
             match reply {
                 Reply::One(tx) => {
-                    let outcome = PutOutcome::first_try(
-                        Arc::clone(&landed.landing),
-                        u64::from(sub),
-                        landed.attempt(delay),
-                    );
-                    let _ = tx.send(Ok(outcome));
+                    let _ = tx.send(Message::Landed {
+                        landing: Arc::clone(landing),
+                        sub,
+                        delay_ns: nanos(delay),
+                    });
                 }
                 Reply::Batch { batch, index } => {
                     if batch != current {
-                        self.fill_run(current, landed, &mut run);
+                        self.fill_run(current, landing, &mut run);
                         current = batch;
                     }
-                    // Saturating: a wait over 584 years is not a concern.
-                    let ns = u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX);
-                    run.push((index, sub, ns));
+                    run.push((index, sub, nanos(delay)));
                 }
             }
         }
-        self.fill_run(current, landed, &mut run);
+        self.fill_run(current, landing, &mut run);
         self.run = run;
     }
 
-    fn fill_run(&mut self, batch: u32, landed: &Landed, run: &mut Vec<(u32, u32, u64)>) {
+    fn fill_run(&mut self, batch: u32, landing: &Arc<Landing>, run: &mut Vec<(u32, u32, u64)>) {
         if run.is_empty() {
             return;
         }
         if let Some(e) = self.entry(batch) {
-            e.batch.fill_landed(landed, run);
+            e.batch.fill_landed(landing, run);
             self.finished(batch, run.len());
         }
         run.clear();
@@ -212,7 +212,7 @@ pub(crate) struct Batch {
 
 struct BatchState {
     slots: Vec<Slot>,
-    landings: Vec<Landed>,
+    landings: Vec<Arc<Landing>>,
     filled: usize,
     /// The number of records, once `put_batch` has handed them all over.
     sealed: Option<usize>,
@@ -281,15 +281,11 @@ impl Batch {
         }
     }
 
-    fn fill_landed(&self, landed: &Landed, run: &[(u32, u32, u64)]) {
+    fn fill_landed(&self, shared: &Arc<Landing>, run: &[(u32, u32, u64)]) {
         let waker = {
             let mut s = self.lock();
             let landing = s.landings.len() as u32;
-            s.landings.push(Landed {
-                landing: Arc::clone(&landed.landing),
-                started: landed.started,
-                duration: landed.duration,
-            });
+            s.landings.push(Arc::clone(shared));
             for &(index, sub, delay_ns) in run {
                 let slot = s.slot(index as usize);
                 let was_empty = matches!(slot, Slot::Empty);
@@ -342,7 +338,7 @@ impl Batch {
 #[derive(Debug)]
 #[must_use = "a PutHandle tells whether the record was written; drop it explicitly to ignore that"]
 pub struct PutHandle {
-    pub(crate) rx: oneshot::Receiver<Result<PutOutcome, Box<PutFailure>>>,
+    pub(crate) rx: oneshot::Receiver<Message>,
 }
 
 impl Future for PutHandle {
@@ -350,8 +346,16 @@ impl Future for PutHandle {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         Pin::new(&mut self.rx).poll(cx).map(|r| match r {
-            Ok(Ok(o)) => Ok(o),
-            Ok(Err(f)) => Err(*f),
+            Ok(Message::Landed {
+                landing,
+                sub,
+                delay_ns,
+            }) => Ok(PutOutcome::first_try(
+                landing,
+                sub,
+                Duration::from_nanos(delay_ns),
+            )),
+            Ok(Message::Other(outcome)) => *outcome,
             Err(_) => Err(PutFailure::Lost),
         })
     }
@@ -393,14 +397,11 @@ impl Future for PutBatchHandle {
                             landing,
                             sub,
                             delay_ns,
-                        } => {
-                            let l = &landings[landing as usize];
-                            Ok(PutOutcome::first_try(
-                                Arc::clone(&l.landing),
-                                u64::from(sub),
-                                l.attempt(Duration::from_nanos(delay_ns)),
-                            ))
-                        }
+                        } => Ok(PutOutcome::first_try(
+                            Arc::clone(&landings[landing as usize]),
+                            sub,
+                            Duration::from_nanos(delay_ns),
+                        )),
                         Slot::Done(outcome) => *outcome,
                     })
                     .collect(),
@@ -418,16 +419,14 @@ impl Future for PutBatchHandle {
 mod tests {
     use super::*;
 
-    fn landed(seq: &str) -> Landed {
-        Landed {
-            landing: Arc::new(Landing {
-                shard_id: "shardId-000000000000".into(),
-                sequence_number: seq.into(),
-                aggregated: true,
-            }),
+    fn landed(seq: &str) -> Arc<Landing> {
+        Arc::new(Landing {
+            shard_id: "shardId-000000000000".into(),
+            sequence_number: seq.into(),
+            aggregated: true,
             started: std::time::Instant::now(),
             duration: Duration::from_millis(5),
-        }
+        })
     }
 
     fn batch_reply(batch: u32, index: u32) -> Reply {
