@@ -110,6 +110,45 @@ impl<R> Finished<R> {
     }
 }
 
+/// An aggregate whose MD5 trailer is still to be written (see
+/// [`Aggregator::finish_unsealed`]): magic, protobuf, then 16 bytes for the checksum.
+#[derive(Debug)]
+pub struct Unsealed(Vec<u8>);
+
+impl Unsealed {
+    /// The aggregate's final size in bytes, checksum included: what Kinesis bills as data.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Always false: an aggregate has at least its magic and checksum.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The bytes the checksum covers: the protobuf message.
+    fn protobuf(&self) -> &[u8] {
+        &self.0[MAGIC.len()..self.0.len() - MD5_LEN]
+    }
+
+    /// Writes the checksum: the aggregate's final bytes.
+    pub fn seal(self) -> Bytes {
+        let digest = Md5::digest(self.protobuf());
+        self.with_digest(digest.into())
+    }
+
+    fn with_digest(mut self, digest: [u8; MD5_LEN]) -> Bytes {
+        let n = self.0.len();
+        self.0[n - MD5_LEN..].copy_from_slice(&digest);
+        Bytes::from(self.0)
+    }
+}
+
+/// Seals many aggregates: for each, exactly what [`Unsealed::seal`] gives, in order.
+pub fn seal_all(aggregates: Vec<Unsealed>) -> Vec<Bytes> {
+    aggregates.into_iter().map(Unsealed::seal).collect()
+}
+
 /// Per-record table indices, recorded at push so `finish` need not look anything up.
 #[derive(Clone, Copy)]
 struct Slot {
@@ -293,6 +332,20 @@ impl<R: AsRef<UserRecord>> Aggregator<R> {
     /// Two or more go out as an aggregate under partition key `"a"`, with the first user
     /// record's hash key as explicit hash key, byte for byte as the KPL encodes them.
     pub fn finish(&mut self) -> Option<Finished<R>> {
+        let (mut finished, unsealed) = self.finish_unsealed()?;
+        if let Some(u) = unsealed {
+            finished.record.data = u.seal();
+        }
+        Some(finished)
+    }
+
+    /// As [`finish`](Self::finish), except that an aggregate's checksum is left to the
+    /// caller: its `record.data` is then empty and its bytes come apart, as an [`Unsealed`]
+    /// whose [`seal`](Unsealed::seal) (or [`seal_all`], for many at once) gives the data.
+    /// For a producer that checksums the aggregates of one request together, where that is
+    /// cheaper than one at a time. A lone record comes out as from `finish`, with `None`.
+    pub fn finish_unsealed(&mut self) -> Option<(Finished<R>, Option<Unsealed>)> {
+        let mut unsealed = None;
         let record = match self.records.len() {
             0 => return None,
             1 => {
@@ -303,11 +356,14 @@ impl<R: AsRef<UserRecord>> Aggregator<R> {
                     data: user.data().clone(),
                 }
             }
-            _ => KinesisRecord {
-                partition_key: AGGREGATE_PARTITION_KEY.to_owned(),
-                explicit_hash_key: Some(self.records[0].as_ref().hash_key()),
-                data: self.encode(),
-            },
+            _ => {
+                unsealed = Some(self.encode());
+                KinesisRecord {
+                    partition_key: AGGREGATE_PARTITION_KEY.to_owned(),
+                    explicit_hash_key: Some(self.records[0].as_ref().hash_key()),
+                    data: Bytes::new(),
+                }
+            }
         };
         // The next aggregate is likely about as large: size the vector for it up front.
         let capacity = self.records.len();
@@ -319,14 +375,16 @@ impl<R: AsRef<UserRecord>> Aggregator<R> {
         self.ehk_table.clear();
         self.ehk_index.clear();
         self.proto_len = 0;
-        Some(Finished {
+        let finished = Finished {
             record,
             user_records,
-        })
+        };
+        Some((finished, unsealed))
     }
 
-    /// The aggregate's bytes, written once into a buffer of the exact final size.
-    fn encode(&self) -> Bytes {
+    /// The aggregate's bytes, written once into a buffer of the exact final size, with room
+    /// for the checksum.
+    fn encode(&self) -> Unsealed {
         let total = OVERHEAD + self.proto_len;
         let mut out = Vec::with_capacity(total);
         out.extend_from_slice(&MAGIC);
@@ -357,10 +415,9 @@ impl<R: AsRef<UserRecord>> Aggregator<R> {
             put_varint(&mut out, data.len() as u64);
             out.extend_from_slice(data);
         }
-        let digest = Md5::digest(&out[MAGIC.len()..]);
-        out.extend_from_slice(&digest);
+        out.extend_from_slice(&[0; MD5_LEN]);
         debug_assert_eq!(out.len(), total, "size accounting is off");
-        Bytes::from(out)
+        Unsealed(out)
     }
 
     fn pk_key(&self, table_idx: u32) -> &str {
@@ -570,6 +627,43 @@ mod tests {
         assert!(agg.is_empty());
         assert_eq!(agg.size_bytes(), 0);
         assert!(agg.finish().is_none());
+    }
+
+    #[test]
+    fn unsealed_aggregates_seal_to_what_finish_writes() {
+        let batches: Vec<Vec<UserRecord>> = (0..5)
+            .map(|b| {
+                (0..=b * 3)
+                    .map(|i| rec(&format!("k{}", i % 4), format!("{b}-{i}").as_bytes()))
+                    .collect()
+            })
+            .collect();
+        let finish = |records: &[UserRecord]| {
+            let mut agg = Aggregator::default();
+            for r in records {
+                agg.try_push(r.clone()).unwrap();
+            }
+            agg
+        };
+        let mut sealed_one_by_one = Vec::new();
+        let mut unsealed = Vec::new();
+        for records in &batches {
+            let expected = finish(records).finish().unwrap().record;
+            let (f, u) = finish(records).finish_unsealed().unwrap();
+            assert_eq!(f.user_records, *records);
+            match u {
+                // A lone record comes out whole.
+                None => assert_eq!(f.record, expected),
+                Some(u) => {
+                    assert!(f.record.data.is_empty());
+                    assert_eq!(u.len(), expected.data.len());
+                    sealed_one_by_one.push(expected.data);
+                    unsealed.push(u);
+                }
+            }
+        }
+        assert_eq!(unsealed.len(), 4);
+        assert_eq!(seal_all(unsealed), sealed_one_by_one);
     }
 
     #[test]

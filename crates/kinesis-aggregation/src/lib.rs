@@ -117,7 +117,9 @@ pub mod lambda;
 mod proto;
 mod record;
 
-pub use aggregator::{AGGREGATE_PARTITION_KEY, Aggregator, AggregatorConfig, Finished, Full};
+pub use aggregator::{
+    AGGREGATE_PARTITION_KEY, Aggregator, AggregatorConfig, Finished, Full, Unsealed, seal_all,
+};
 pub use deaggregate::{
     DeaggregatedRecord, Filtered, ReceivedRecord, deaggregate, deaggregate_in_range,
 };
