@@ -427,7 +427,7 @@ async fn saturation(args: &Args) -> Result<(), BoxError> {
         mean(&users) / shards as f64,
         stored.len() as f64 / wall.as_secs_f64() / shards as f64,
     );
-    // After the limiter converged from 150 %: from the 6th second on.
+    // Once the limiter has settled near the shard's capacity: from the 6th second on.
     let steady: Vec<f64> = full.iter().skip(5).map(|s| s.1.0 as f64).collect();
     if !steady.is_empty() {
         println!(

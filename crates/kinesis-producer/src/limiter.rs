@@ -1,10 +1,15 @@
 //! Per-shard rate limiting: two token buckets and throttling feedback.
 //!
 //! ```text
-//!  Kinesis record ──► records bucket (1000/s × rate%) ──┐
-//!                └──► bytes bucket (1 MiB/s × rate%)  ──┴─► both have tokens? ─► collector
+//!  Kinesis record ──► records bucket (1000/s × rate% × factor) ──┐
+//!                └──► bytes bucket (1 MiB/s × rate% × factor)  ──┴─► both have tokens? ─► collector
+//!  new shard                     ──► factor = ceiling = 1 ÷ rate% (the nominal capacity) if
+//!                                    100 % < rate% ≤ 200 %, else factor = 1; the buckets
+//!                                    hold 0.05 s of tokens (0.2 s once refilled)
 //!  ProvisionedThroughputExceeded ──► ceiling = factor; factor × 0.9 (at most once per second;
-//!                                    × 0.97 if near the last ceiling after 2 quiet seconds)
+//!                                    × 0.99 if near the last ceiling after 2 quiet seconds,
+//!                                    × 0.97 in the second after that or if the ceiling is
+//!                                    still the nominal capacity)
 //!  successful request            ──► factor + 0.05 per second since the last change (≤ 1;
 //!                                    none in the second after a decrease), a twentieth
 //!                                    of that within [0.97, 1.05] × ceiling
@@ -20,11 +25,28 @@
 //! just under it, then probes slowly around it (as TCP CUBIC does around its last maximum),
 //! and quickly again once well past it (the shard's capacity grew: another writer stopped).
 //! A throttling that comes while probing near the ceiling, after quiet seconds, only says
-//! that the rate just crossed the capacity it was found at: the decrease is then gentle.
-//! Throttling in consecutive seconds (the capacity dropped: another writer started) gets the
-//! full decrease each second. With one shard at its limit, this keeps it 95–96 % busy with
-//! a throttled request every second or two, where plain AIMD got 93–95 % with two or three
-//! per second (`docs/BENCHMARKS.md`).
+//! that the rate just crossed the capacity it was found at: the decrease is then gentle, 1 %
+//! (3 % if the next second is throttled too: the full decrease there cost the shard 10 % for
+//! two seconds). Throttling in consecutive seconds beyond that (the capacity dropped: another
+//! writer started) gets the full decrease each second.
+//!
+//! A new shard starts at its nominal capacity, taken as a ceiling, rather than at the cap: a
+//! lone writer is then at the shard's capacity from its first second. Its first throttling
+//! says how far the capacity really is below the nominal one (whole records: 20 aggregated
+//! records of 51 200 bytes fill 97.7 % of 1 MiB), a guess that gets a 3 % decrease. A writer
+//! sharing the shard converges down from 100 % rather than 150 %, and a shard that accepts
+//! more is found by the fast growth past the ceiling, up to the cap. (Started at the cap, each
+//! of the first seconds was filled early, then throttled to its end, until five decreases
+//! had brought the rate down.) A cap above twice the nominal capacity says the limiter was
+//! opened on purpose (an emulator without limits, records sent before the shard map is
+//! known): the factor starts at 1. The buckets start with a twentieth of a second of tokens,
+//! not full: Kinesis counts a shard's writes per second (ferrokinesis in seconds that begin
+//! with a request), and a burst at the start fills part of the first one's allowance at once.
+//!
+//! With one shard at its limit (100-byte records, aggregated), this keeps it 95 % busy over a
+//! whole run, the first seconds included, with a throttled request every 4 seconds; starting
+//! at 150 % got 94–95 % (95–96 % from the sixth second on) with throttling in each of the
+//! first five seconds, and plain AIMD 93–95 % (`docs/BENCHMARKS.md`).
 //!
 //! Time is passed in, never read, so the arithmetic is tested without a clock.
 
@@ -49,7 +71,11 @@ const PROBE_FROM: f64 = 0.97;
 const PROBE_TO: f64 = 1.05;
 const PROBE_SHARE: f64 = 0.05;
 /// The decrease for a throttling while probing near the ceiling after `QUIET` without one.
-const DECREASE_NEAR: f64 = 0.97;
+const DECREASE_NEAR: f64 = 0.99;
+/// The decrease for a throttling in the second after a `DECREASE_NEAR` (that was not quite
+/// enough), and for the first throttling near the nominal capacity a new shard starts at
+/// (that ceiling was a guess, not a measure).
+const DECREASE_AGAIN: f64 = 0.97;
 const QUIET: Duration = Duration::from_secs(2);
 /// Kinesis enforces its limits per second, and one throttled second reports many throttled
 /// entries over several requests: one decrease per second, not one per entry.
@@ -58,6 +84,12 @@ const DECREASE_WINDOW: Duration = Duration::from_secs(1);
 /// of a whole second's tokens at once fills the shard's per-second allowance early and gets
 /// the rest of the second throttled.
 const BURST_SECS: f64 = 0.2;
+/// Seconds of tokens a new shard's buckets hold at first: one aggregated record of the
+/// default 51 200 bytes at the nominal 1 MiB/s, not a burst.
+const START_SECS: f64 = 0.05;
+/// A cap up to this multiple of the nominal capacity is one the shard is expected to enforce
+/// (the KPL's default is 1.5): the factor starts at the nominal capacity. Above it, at the cap.
+const START_AT_NOMINAL_UP_TO: f64 = 2.0;
 
 /// A token bucket holding up to `burst` seconds of tokens.
 #[derive(Debug, Clone)]
@@ -73,15 +105,16 @@ impl TokenBucket {
     /// A full bucket of one second of tokens, refilling at `rate` tokens per second.
     #[cfg(test)]
     pub(crate) fn new(rate: f64, now: Instant) -> Self {
-        Self::with_burst(rate, 1.0, now)
+        Self::starting_with(rate, 1.0, 1.0, now)
     }
 
-    /// A full bucket of `burst` seconds of tokens, refilling at `rate` tokens per second.
-    pub(crate) fn with_burst(rate: f64, burst: f64, now: Instant) -> Self {
+    /// A bucket refilling at `rate` tokens per second up to `burst` seconds of tokens, that
+    /// holds `start` seconds' worth now.
+    pub(crate) fn starting_with(rate: f64, burst: f64, start: f64, now: Instant) -> Self {
         TokenBucket {
             rate,
             burst,
-            tokens: rate * burst,
+            tokens: rate * start.min(burst),
             last: now,
         }
     }
@@ -141,6 +174,8 @@ pub(crate) struct ShardLimiter {
     /// The factor when the shard last throttled: about where its capacity was found.
     ceiling: Option<f64>,
     last_decrease: Option<Instant>,
+    /// Whether the last decrease was the gentlest, [`DECREASE_NEAR`].
+    last_gentle: bool,
     /// Since when the factor has been growing (the last success or decrease).
     last_increase: Instant,
 }
@@ -149,13 +184,20 @@ impl ShardLimiter {
     /// `rate_limit_percent`: 150 means 150 % of 1000 records/s and 1 MiB/s.
     pub(crate) fn new(rate_limit_percent: u32, now: Instant) -> Self {
         let base = f64::from(rate_limit_percent.max(1)) / 100.0;
+        // The nominal capacity, as if the shard had throttled there (see the module doc).
+        let nominal = (base > 1.0 && base <= START_AT_NOMINAL_UP_TO).then_some(1.0 / base);
+        let factor = nominal.unwrap_or(1.0);
+        let bucket = |per_sec: f64| {
+            TokenBucket::starting_with(per_sec * base * factor, BURST_SECS, START_SECS, now)
+        };
         ShardLimiter {
-            records: TokenBucket::with_burst(SHARD_RECORDS_PER_SEC * base, BURST_SECS, now),
-            bytes: TokenBucket::with_burst(SHARD_BYTES_PER_SEC * base, BURST_SECS, now),
+            records: bucket(SHARD_RECORDS_PER_SEC),
+            bytes: bucket(SHARD_BYTES_PER_SEC),
             base,
-            factor: 1.0,
-            ceiling: None,
+            factor,
+            ceiling: nominal,
             last_decrease: None,
+            last_gentle: false,
             last_increase: now,
         }
     }
@@ -182,11 +224,15 @@ impl ShardLimiter {
         let quiet = self
             .last_decrease
             .is_none_or(|t| now.saturating_duration_since(t) >= QUIET);
-        let decrease = if quiet && self.probing() {
-            DECREASE_NEAR
-        } else {
-            DECREASE
+        let decrease = match (self.probing(), quiet) {
+            // The first throttling, near the nominal capacity a new shard starts at.
+            (true, true) if self.last_decrease.is_none() => DECREASE_AGAIN,
+            (true, true) => DECREASE_NEAR,
+            // One percent was not quite enough: the rate is still near the ceiling.
+            (true, false) if self.last_gentle => DECREASE_AGAIN,
+            _ => DECREASE,
         };
+        self.last_gentle = decrease == DECREASE_NEAR;
         self.last_decrease = Some(now);
         // No increase for a second: requests sent before this one was answered are still
         // coming back throttled, and growing meanwhile would undo the decrease (converging
@@ -277,9 +323,10 @@ mod tests {
 
     #[test]
     fn limiter_needs_both_buckets_and_gives_back() {
-        let t0 = Instant::now();
-        let mut l = ShardLimiter::new(100, t0);
-        // The buckets hold 0.2 s: 200 records, 209715 bytes. Bytes run out first.
+        let start = Instant::now();
+        let mut l = ShardLimiter::new(100, start);
+        // Once full, the buckets hold 0.2 s: 200 records, 209715 bytes. Bytes run out first.
+        let t0 = start + Duration::from_secs(1);
         l.try_take(t0, 200_000).unwrap();
         assert!(l.try_take(t0, 10_000).is_err());
         // The failed take gave its record token back: 199 remain for tiny records.
@@ -298,8 +345,9 @@ mod tests {
     #[test]
     fn aimd_decreases_once_per_second_and_recovers_with_time() {
         let t0 = Instant::now();
-        let mut l = ShardLimiter::new(150, t0);
-        assert_eq!(l.records_rate(), 1500.0);
+        // At 100 % the factor starts at 1 with no ceiling: plain AIMD until the first decrease.
+        let mut l = ShardLimiter::new(100, t0);
+        assert_eq!(l.records_rate(), 1000.0);
         l.on_throttled(t0);
         l.on_throttled(t0 + Duration::from_millis(500)); // same second: ignored
         assert_eq!(l.factor(), DECREASE);
@@ -382,11 +430,117 @@ mod tests {
         t += Duration::from_secs(1);
         l.on_throttled(t);
         assert!((l.factor() - f * DECREASE_NEAR).abs() < 1e-9);
-        // Throttled again the next second: the capacity dropped, the full decrease.
+        // Throttled again the next second: one percent was not enough, three...
         let f = l.factor();
         t += Duration::from_secs(1);
         l.on_throttled(t);
-        assert!((l.factor() - f * DECREASE).abs() < 1e-9);
+        assert!((l.factor() - f * DECREASE_AGAIN).abs() < 1e-9);
+        // ...and again: the capacity dropped, the full decrease every second.
+        for _ in 0..3 {
+            let f = l.factor();
+            t += Duration::from_secs(1);
+            l.on_throttled(t);
+            assert!((l.factor() - f * DECREASE).abs() < 1e-9);
+        }
+    }
+
+    #[test]
+    fn a_new_shard_starts_at_its_nominal_capacity_and_probes_above_it() {
+        let t0 = Instant::now();
+        let mut l = ShardLimiter::new(150, t0);
+        let nominal = 1.0 / 1.5;
+        assert!((l.records_rate() - SHARD_RECORDS_PER_SEC).abs() < 1e-6);
+        assert!((l.factor() - nominal).abs() < 1e-9);
+        // Unthrottled, it probes slowly above the nominal capacity, as near a ceiling.
+        let mut t = t0 + Duration::from_secs(1);
+        l.on_success(t);
+        assert!((l.factor() - (nominal + INCREASE_PER_SEC * PROBE_SHARE)).abs() < 1e-9);
+        // Past it (the shard accepts more): fast again, up to the cap and no further.
+        while l.factor() < nominal * PROBE_TO {
+            t += Duration::from_secs(1);
+            l.on_success(t);
+        }
+        let past = l.factor();
+        t += Duration::from_secs(1);
+        l.on_success(t);
+        assert!((l.factor() - (past + INCREASE_PER_SEC)).abs() < 1e-9);
+        for _ in 0..20 {
+            t += Duration::from_secs(1);
+            l.on_success(t);
+        }
+        assert_eq!(l.factor(), 1.0);
+        assert!((l.records_rate() - 1.5 * SHARD_RECORDS_PER_SEC).abs() < 1e-6);
+    }
+
+    #[test]
+    fn a_shared_shard_converges_down_from_the_nominal_capacity() {
+        let t0 = Instant::now();
+        let mut l = ShardLimiter::new(150, t0);
+        let nominal = 1.0 / 1.5;
+        // Throttled at once: where it started was only a guess near the capacity, so the
+        // first decrease is a gentle one...
+        l.on_throttled(t0 + Duration::from_millis(300));
+        assert!((l.factor() - nominal * DECREASE_AGAIN).abs() < 1e-9);
+        // ...and every further throttled second gets the full one, down to the floor.
+        let mut want = nominal * DECREASE_AGAIN;
+        for i in 1..=7 {
+            l.on_throttled(t0 + Duration::from_millis(300 + 1000 * i));
+            want *= DECREASE;
+            assert!((l.factor() - want).abs() < 1e-9, "{i}: {}", l.factor());
+        }
+        // Half the nominal capacity after 8 throttled seconds (from 150 % it took 11).
+        assert!(want < nominal / 2.0);
+        for i in 8..200 {
+            l.on_throttled(t0 + Duration::from_secs(i));
+        }
+        assert_eq!(l.factor(), MIN_FACTOR);
+    }
+
+    #[test]
+    fn a_cap_at_or_below_nominal_or_above_twice_it_is_where_a_shard_starts() {
+        let t0 = Instant::now();
+        let rate = |percent| ShardLimiter::new(percent, t0).records_rate();
+        assert_eq!(rate(50), 500.0);
+        assert_eq!(rate(100), 1000.0);
+        assert!((rate(101) - 1000.0).abs() < 1e-6);
+        assert!((rate(200) - 1000.0).abs() < 1e-6);
+        // Above: the limiter was opened on purpose (or the records' shard is unknown).
+        assert!((rate(201) - 2010.0).abs() < 1e-6);
+        assert_eq!(rate(100_000), 1_000_000.0);
+        let unmapped = ShardLimiter::new(u32::MAX / 1000, t0);
+        assert_eq!(unmapped.factor(), 1.0);
+        assert_eq!(ShardLimiter::new(100, t0).ceiling, None);
+    }
+
+    #[test]
+    fn a_new_shard_starts_with_a_twentieth_of_a_second_of_tokens() {
+        let t0 = Instant::now();
+        let mut l = ShardLimiter::new(150, t0);
+        // At the nominal 1000 records/s: 50 records at once, not the 200 of a full bucket.
+        for _ in 0..50 {
+            l.try_take(t0, 1).unwrap();
+        }
+        assert!(l.try_take(t0, 1).is_err());
+        // At 1 MiB/s: one aggregated record of the default 51 200 bytes (and its key) at once.
+        let mut l = ShardLimiter::new(150, t0);
+        l.try_take(t0, 51_456).unwrap();
+        assert!(l.try_take(t0, 1_000).is_err());
+        // A record above the starting tokens waits until the bucket is full (0.2 s).
+        let mut l = ShardLimiter::new(150, t0);
+        let at = l.try_take(t0, 1024 * 1024).unwrap_err();
+        let full = t0 + Duration::from_secs_f64(BURST_SECS - START_SECS);
+        assert!(
+            at >= full && at <= full + Duration::from_millis(1),
+            "{at:?}"
+        );
+        l.try_take(at, 1024 * 1024).unwrap();
+        // Later, the buckets fill up to 0.2 s as before.
+        let mut l = ShardLimiter::new(150, t0);
+        let t1 = t0 + Duration::from_secs(5);
+        for _ in 0..200 {
+            l.try_take(t1, 1).unwrap();
+        }
+        assert!(l.try_take(t1, 1).is_err());
     }
 
     proptest! {

@@ -86,8 +86,10 @@ impl ProducerBuilder {
     }
     setter! {
         /// Per-shard rate limit in percent of the shard's 1000 records/s and 1 MiB/s
-        /// (`RateLimit`). Throttling lowers the effective rate further, then it recovers.
-        /// Default: 150.
+        /// (`RateLimit`): the most the producer sends a shard. Up to 200 %, a shard starts
+        /// at its nominal capacity and probes above it while Kinesis accepts more; above
+        /// 200 % it starts at the limit (an opened limiter). Throttling lowers the effective
+        /// rate, then it recovers. Default: 150.
         rate_limit: u32
     }
     setter! {
@@ -353,7 +355,7 @@ impl Producer {
         for record in records {
             let index = n as u32;
             n += 1;
-            let v = match self.validate(record) {
+            let v = match self.validate_unhashed(record) {
                 Ok(v) => v,
                 Err(error) => {
                     batch.fill(index as usize, Err(PutFailure::Refused { error }));
@@ -385,6 +387,7 @@ impl Producer {
     }
 
     async fn send_chunk(&self, mut items: Vec<Item>, cost: usize, batch: &Arc<Batch>) {
+        hash_keys(&mut items);
         let refuse = |items: Vec<Item>| {
             for item in items {
                 let (record, _, reply) = item.into_record();
@@ -452,6 +455,17 @@ impl Producer {
     }
 
     fn validate(&self, record: Record) -> Result<Valid, PutError> {
+        let mut v = self.validate_unhashed(record)?;
+        if v.user.explicit_hash_key().is_none() {
+            v.hash = HashKey::from_partition_key(v.user.partition_key());
+        }
+        Ok(v)
+    }
+
+    /// [`validate`](Self::validate) without the MD5 of the partition key (the record's
+    /// `hash` is a placeholder unless it has an explicit hash key): `put_batch` hashes a
+    /// chunk's keys together, which costs less per key ([`hash_keys`]).
+    fn validate_unhashed(&self, record: Record) -> Result<Valid, PutError> {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(PutError::Closed { record });
         }
@@ -484,10 +498,7 @@ impl Producer {
         let user = UserRecord::new(partition_key, data).expect("partition key validated above");
         let (user, hash) = match ehk {
             Some(k) => (user.with_explicit_hash_key(k), k),
-            None => {
-                let hash = HashKey::from_partition_key(user.partition_key());
-                (user, hash)
-            }
+            None => (user, HashKey::MIN),
         };
         Ok(Valid {
             user,
@@ -546,6 +557,29 @@ impl Producer {
             .max_buffered_records
             .saturating_sub(self.inner.records.available_permits())
     }
+}
+
+/// Sets the hash key of every item routed by its partition key: MD5 of the keys, computed
+/// together (`HashKey::from_partition_keys` runs several MD5s at once where the CPU can).
+fn hash_keys(items: &mut [Item]) {
+    let keyed = |i: &&mut Item| i.user.explicit_hash_key().is_none();
+    let hashes = from_partition_keys(
+        &items
+            .iter()
+            .filter(|i| i.user.explicit_hash_key().is_none())
+            .map(|i| i.user.partition_key())
+            .collect::<Vec<_>>(),
+    );
+    for (item, hash) in items.iter_mut().filter(keyed).zip(hashes) {
+        item.hash = hash;
+    }
+}
+
+// Stand-in until the batch MD5 lands in kinesis-aggregation.
+fn from_partition_keys(keys: &[&str]) -> Vec<HashKey> {
+    keys.iter()
+        .map(|k| HashKey::from_partition_key(k))
+        .collect()
 }
 
 /// The semaphores are closed: the producer is.

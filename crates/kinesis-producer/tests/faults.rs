@@ -189,10 +189,13 @@ async fn shard_limit_throttling_slows_down_and_loses_nothing() {
         .unwrap();
     let kinesis = aws.kinesis_client();
     let stream = stream(&kinesis, "throttle", 1).await;
-    // Unaggregated, so the 1000 records/s limit binds; 150 % of it by default.
+    // Unaggregated, so the 1000 records/s limit binds. A limit above 200 % starts there
+    // rather than at the shard's nominal capacity: the shard must throttle, and the
+    // feedback must bring the producer down to what it accepts.
     let producer = Producer::builder(kinesis.clone())
         .stream(&stream)
         .aggregation(false)
+        .rate_limit(300)
         .build()
         .await
         .unwrap();
