@@ -11,13 +11,19 @@
 //! aggregate to the next, as in a running producer. Decoding is one aggregate into its
 //! user records, dropping them included.
 //!
-//! Run: `cargo bench -p kinesis-aggregation --bench aggregation`.
+//! `hash_keys/*` compares hashing partition keys one by one (`HashKey::from_partition_key`)
+//! with the batch API (`from_partition_keys`, and `extend_from_partition_keys` into a
+//! reused vector) for 512 keys, as many as a producer's `put_batch` chunk holds: 16-byte
+//! keys as above and 36-byte UUID-like ones. Criterion's elements/s is keys/s.
+//!
+//! Run: `cargo bench -p kinesis-aggregation --bench aggregation` (`-- hash_keys` for the
+//! key hashing alone).
 
 use std::hint::black_box;
 
 use bytes::Bytes;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use kinesis_aggregation::{Aggregator, ReceivedRecord, UserRecord, deaggregate};
+use kinesis_aggregation::{Aggregator, HashKey, ReceivedRecord, UserRecord, deaggregate};
 use md5::{Digest, Md5};
 
 const DATA_LEN: usize = 100;
@@ -97,5 +103,53 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench);
+/// Number of keys in one `hash_keys` iteration: one `put_batch` chunk.
+const KEYS_PER_BATCH: usize = 512;
+
+fn bench_hash_keys(c: &mut Criterion) {
+    let mix = |i: usize| (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let sixteen: Vec<String> = (0..KEYS_PER_BATCH)
+        .map(|i| format!("{:016x}", mix(i)))
+        .collect();
+    let uuid_like: Vec<String> = (0..KEYS_PER_BATCH)
+        .map(|i| {
+            let (x, y) = (mix(i), mix(i + KEYS_PER_BATCH));
+            format!(
+                "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+                x >> 32,
+                (x >> 16) & 0xffff,
+                x & 0xffff,
+                y >> 48,
+                y & 0xffff_ffff_ffff
+            )
+        })
+        .collect();
+    for (name, owned) in [("16_bytes", sixteen), ("36_bytes", uuid_like)] {
+        let keys: Vec<&str> = owned.iter().map(String::as_str).collect();
+        let mut group = c.benchmark_group(format!("hash_keys/{name}"));
+        group.throughput(Throughput::Elements(keys.len() as u64));
+        group.bench_function("scalar", |b| {
+            b.iter(|| {
+                black_box(&keys)
+                    .iter()
+                    .map(|k| HashKey::from_partition_key(k))
+                    .collect::<Vec<_>>()
+            })
+        });
+        group.bench_function("batch", |b| {
+            b.iter(|| HashKey::from_partition_keys(black_box(&keys)))
+        });
+        let mut out = Vec::with_capacity(keys.len());
+        group.bench_function("batch_extend", |b| {
+            b.iter(|| {
+                out.clear();
+                HashKey::extend_from_partition_keys(black_box(&keys).iter().copied(), &mut out);
+                black_box(&out);
+            })
+        });
+        group.finish();
+    }
+}
+
+criterion_group!(benches, bench, bench_hash_keys);
 criterion_main!(benches);

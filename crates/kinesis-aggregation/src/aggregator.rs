@@ -22,6 +22,7 @@ use bytes::Bytes;
 use md5::{Digest, Md5};
 
 use crate::hash_key::HashKey;
+use crate::md5_batch;
 use crate::record::{KinesisRecord, UserRecord};
 use crate::{MAGIC, MD5_LEN};
 
@@ -144,9 +145,20 @@ impl Unsealed {
     }
 }
 
-/// Seals many aggregates: for each, exactly what [`Unsealed::seal`] gives, in order.
+/// Seals many aggregates: for each, exactly what [`Unsealed::seal`] gives, in order. Where
+/// the CPU has AVX2, eight checksums are computed at once (one per vector lane), several
+/// times cheaper per aggregate than one after the other: MD5 is most of what encoding an
+/// aggregate costs.
 pub fn seal_all(aggregates: Vec<Unsealed>) -> Vec<Bytes> {
-    aggregates.into_iter().map(Unsealed::seal).collect()
+    let digests = {
+        let messages: Vec<&[u8]> = aggregates.iter().map(Unsealed::protobuf).collect();
+        md5_batch::digests(md5_batch::Backend::detect(), &messages)
+    };
+    aggregates
+        .into_iter()
+        .zip(digests)
+        .map(|(u, digest)| u.with_digest(digest))
+        .collect()
 }
 
 /// Per-record table indices, recorded at push so `finish` need not look anything up.

@@ -6,6 +6,7 @@ use std::str::FromStr;
 use md5::{Digest, Md5};
 
 use crate::error::{Error, HashKeyErrorReason, Result};
+use crate::md5_batch;
 
 /// The most Unicode characters Kinesis accepts in a partition key.
 pub const MAX_PARTITION_KEY_CHARS: usize = 256;
@@ -30,6 +31,39 @@ impl HashKey {
     pub fn from_partition_key(partition_key: &str) -> HashKey {
         let digest: [u8; 16] = Md5::digest(partition_key.as_bytes()).into();
         HashKey(u128::from_be_bytes(digest))
+    }
+
+    /// [`from_partition_key`](Self::from_partition_key) of every key, in order.
+    ///
+    /// Same results, cheaper per key: on x86-64 CPUs with AVX2 (detected at run time),
+    /// keys of at most 55 bytes — one MD5 block, which covers typical partition keys — are
+    /// hashed eight at a time in SIMD lanes. Longer keys, and every key elsewhere, take the
+    /// scalar path. Cheaper from two keys on (one key alone: use `from_partition_key`); see
+    /// [`extend_from_partition_keys`](Self::extend_from_partition_keys) to reuse the
+    /// output vector or hash keys that are not gathered in a slice.
+    ///
+    /// ```
+    /// use kinesis_aggregation::HashKey;
+    ///
+    /// let keys = ["user-1", "user-2", "user-3"];
+    /// let hashes = HashKey::from_partition_keys(&keys);
+    /// assert_eq!(hashes[1], HashKey::from_partition_key("user-2"));
+    /// ```
+    pub fn from_partition_keys(partition_keys: &[&str]) -> Vec<HashKey> {
+        let mut out = Vec::with_capacity(partition_keys.len());
+        Self::extend_from_partition_keys(partition_keys.iter().copied(), &mut out);
+        out
+    }
+
+    /// Appends [`from_partition_key`](Self::from_partition_key) of every key to `out`, in
+    /// order: the batch hash of [`from_partition_keys`](Self::from_partition_keys) for any
+    /// iterator of keys (say, the partition keys of the records without an explicit hash
+    /// key), into a vector the caller may reuse from one batch to the next.
+    pub fn extend_from_partition_keys<'a>(
+        partition_keys: impl IntoIterator<Item = &'a str>,
+        out: &mut Vec<HashKey>,
+    ) {
+        md5_batch::extend(md5_batch::Backend::detect(), partition_keys, out);
     }
 
     /// Length of the decimal form, without formatting it (the aggregator sizes the

@@ -39,7 +39,8 @@
 //!   [`deaggregate_in_range`] also leaves out sub-records that do not belong to the shard
 //!   (see [below](#filtering-by-the-shards-hash-key-range) how and why this differs from
 //!   the KCL).
-//! - [`HashKey`] is the 128-bit key that picks the shard: explicit, or MD5(partition key).
+//! - [`HashKey`] is the 128-bit key that picks the shard: explicit, or MD5(partition key);
+//!   [`HashKey::from_partition_keys`] hashes a batch of keys, eight at a time with AVX2.
 //!
 //! ```
 //! use kinesis_aggregation::{Aggregator, ReceivedRecord, UserRecord, deaggregate};
@@ -104,7 +105,8 @@
 //! Kinesis routed each by its own key. The `kinesis-rs` producer should apply the same
 //! per-record rule as the KPL on a wrong-shard result, which makes this filter exact.
 //!
-//! Pure: no I/O, no async, no global state.
+//! Pure: no I/O, no async, no global state (beyond the standard library's cached CPU
+//! feature detection).
 
 #![warn(missing_docs)]
 
@@ -114,6 +116,7 @@ mod error;
 mod hash_key;
 #[cfg(feature = "lambda")]
 pub mod lambda;
+mod md5_batch;
 mod proto;
 mod record;
 

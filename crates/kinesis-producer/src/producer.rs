@@ -560,26 +560,21 @@ impl Producer {
 }
 
 /// Sets the hash key of every item routed by its partition key: MD5 of the keys, computed
-/// together (`HashKey::from_partition_keys` runs several MD5s at once where the CPU can).
+/// together ([`HashKey::extend_from_partition_keys`] runs several MD5s at once where the CPU
+/// can: ~7 times cheaper per key than one at a time).
 fn hash_keys(items: &mut [Item]) {
     let keyed = |i: &&mut Item| i.user.explicit_hash_key().is_none();
-    let hashes = from_partition_keys(
-        &items
+    let mut hashes = Vec::with_capacity(items.len());
+    HashKey::extend_from_partition_keys(
+        items
             .iter()
             .filter(|i| i.user.explicit_hash_key().is_none())
-            .map(|i| i.user.partition_key())
-            .collect::<Vec<_>>(),
+            .map(|i| i.user.partition_key()),
+        &mut hashes,
     );
     for (item, hash) in items.iter_mut().filter(keyed).zip(hashes) {
         item.hash = hash;
     }
-}
-
-// Stand-in until the batch MD5 lands in kinesis-aggregation.
-fn from_partition_keys(keys: &[&str]) -> Vec<HashKey> {
-    keys.iter()
-        .map(|k| HashKey::from_partition_key(k))
-        .collect()
 }
 
 /// The semaphores are closed: the producer is.
