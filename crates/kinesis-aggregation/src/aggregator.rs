@@ -23,7 +23,7 @@ use md5::{Digest, Md5};
 
 use crate::hash_key::HashKey;
 use crate::md5_batch;
-use crate::record::{KinesisRecord, UserRecord};
+use crate::record::{AggregatedRecord, KinesisRecord, UserRecord};
 use crate::{MAGIC, MD5_LEN};
 
 /// Partition key the KPL gives every aggregate. Kinesis routes by the explicit hash key
@@ -175,9 +175,10 @@ struct Slot {
 /// sub-records that do not (the KCL even drops the whole aggregate; see
 /// [`deaggregate_in_range`]).
 ///
-/// `R` is anything that holds a [`UserRecord`] (by default the record itself): a producer
-/// can push its own type carrying, say, a result channel beside the record, and gets those
-/// back from [`finish`](Self::finish) in order.
+/// `R` is anything that holds a [`UserRecord`] (by default the record itself), or any type
+/// that implements [`AggregatedRecord`]: a producer can push its own type carrying, say, a
+/// result channel beside the record, and gets those back from [`finish`](Self::finish) in
+/// order.
 ///
 /// [`deaggregate_in_range`]: crate::deaggregate_in_range
 pub struct Aggregator<R = UserRecord> {
@@ -201,7 +202,7 @@ pub struct Aggregator<R = UserRecord> {
     seed: u64,
 }
 
-impl<R: AsRef<UserRecord>> Default for Aggregator<R> {
+impl<R: AggregatedRecord> Default for Aggregator<R> {
     fn default() -> Self {
         Self::new(AggregatorConfig::default())
     }
@@ -247,7 +248,7 @@ impl<R> std::fmt::Debug for Aggregator<R> {
     }
 }
 
-impl<R: AsRef<UserRecord>> Aggregator<R> {
+impl<R: AggregatedRecord> Aggregator<R> {
     /// An empty aggregator with the given limits.
     pub fn new(config: AggregatorConfig) -> Self {
         let seed = RandomState::new().hash_one(0x6b69_6e65_7369_7321_u64);
@@ -269,9 +270,8 @@ impl<R: AsRef<UserRecord>> Aggregator<R> {
     /// Adds `record`, or hands it back in `Err(Full(record))` if the aggregate would then
     /// exceed `max_bytes` or `max_count`. An empty aggregator accepts any one record.
     pub fn try_push(&mut self, record: R) -> Result<(), Full<R>> {
-        let user = record.as_ref();
-        let pk = user.partition_key();
-        let data_len = user.data().len();
+        let pk = record.partition_key();
+        let data_len = record.data().len();
 
         // Look the keys up without inserting: nothing may change if the record is refused.
         let pk_hash = hash_bytes(self.seed, pk.as_bytes());
@@ -280,7 +280,7 @@ impl<R: AsRef<UserRecord>> Aggregator<R> {
             Some(&i) if self.pk_key(i) == pk => Some(i),
             Some(_) => self.pk_collisions.get(pk).copied(),
         };
-        let ehk = user.explicit_hash_key();
+        let ehk = record.explicit_hash_key();
         let ehk_found = ehk.and_then(|key| self.ehk_index.get(&key.0).copied());
 
         let pk_idx = pk_found.unwrap_or(self.pk_table.len() as u32);
@@ -361,18 +361,18 @@ impl<R: AsRef<UserRecord>> Aggregator<R> {
         let record = match self.records.len() {
             0 => return None,
             1 => {
-                let user = self.records[0].as_ref();
+                let user = &self.records[0];
                 KinesisRecord {
                     partition_key: user.partition_key().to_owned(),
                     explicit_hash_key: user.explicit_hash_key(),
-                    data: user.data().clone(),
+                    data: user.data_bytes(),
                 }
             }
             _ => {
                 unsealed = Some(self.encode());
                 KinesisRecord {
                     partition_key: AGGREGATE_PARTITION_KEY.to_owned(),
-                    explicit_hash_key: Some(self.records[0].as_ref().hash_key()),
+                    explicit_hash_key: Some(self.records[0].hash_key()),
                     data: Bytes::new(),
                 }
             }
@@ -403,7 +403,7 @@ impl<R: AsRef<UserRecord>> Aggregator<R> {
         // Field order is the schema's (tables, then records), as every protobuf encoder
         // writes it: this is what makes the output byte-identical to the KPL's.
         for &r in &self.pk_table {
-            let pk = self.records[r as usize].as_ref().partition_key().as_bytes();
+            let pk = self.records[r as usize].partition_key().as_bytes();
             out.push(KEY_PK_TABLE);
             put_varint(&mut out, pk.len() as u64);
             out.extend_from_slice(pk);
@@ -414,7 +414,7 @@ impl<R: AsRef<UserRecord>> Aggregator<R> {
             write!(out, "{key}").expect("writing to a Vec cannot fail");
         }
         for (record, &slot) in self.records.iter().zip(&self.slots) {
-            let data = record.as_ref().data();
+            let data = record.data();
             out.push(KEY_RECORDS);
             put_varint(&mut out, record_message_len(slot, data.len()) as u64);
             out.push(KEY_PK_INDEX);
@@ -434,7 +434,7 @@ impl<R: AsRef<UserRecord>> Aggregator<R> {
 
     fn pk_key(&self, table_idx: u32) -> &str {
         let r = self.pk_table[table_idx as usize];
-        self.records[r as usize].as_ref().partition_key()
+        self.records[r as usize].partition_key()
     }
 }
 

@@ -128,7 +128,7 @@ pub use deaggregate::{
 };
 pub use error::{Error, HashKeyErrorReason, Result};
 pub use hash_key::{HashKey, HashKeyRange, MAX_PARTITION_KEY_CHARS, validate_partition_key};
-pub use record::{KinesisRecord, UserRecord};
+pub use record::{AggregatedRecord, KinesisRecord, UserRecord};
 
 /// The four bytes that open every aggregate.
 pub const MAGIC: [u8; 4] = [0xF3, 0x89, 0x9A, 0xC2];

@@ -72,6 +72,42 @@ impl AsRef<UserRecord> for UserRecord {
     }
 }
 
+/// What an [`Aggregator`](crate::Aggregator) reads of a user record. Anything that holds a
+/// [`UserRecord`] (`AsRef<UserRecord>`) is one; a producer can also keep its records in its
+/// own form, say as views into one buffer shared by many records, and implement this.
+pub trait AggregatedRecord {
+    /// The partition key.
+    fn partition_key(&self) -> &str;
+    /// The explicit hash key, if the record has one.
+    fn explicit_hash_key(&self) -> Option<HashKey>;
+    /// The data.
+    fn data(&self) -> &[u8];
+    /// The data as [`Bytes`], for a record that goes out alone: a reference-counted clone
+    /// or slice, not a copy.
+    fn data_bytes(&self) -> Bytes;
+    /// The key that decides the record's shard: the explicit hash key, or
+    /// MD5(partition key).
+    fn hash_key(&self) -> HashKey {
+        self.explicit_hash_key()
+            .unwrap_or_else(|| HashKey::from_partition_key(self.partition_key()))
+    }
+}
+
+impl<T: AsRef<UserRecord>> AggregatedRecord for T {
+    fn partition_key(&self) -> &str {
+        self.as_ref().partition_key()
+    }
+    fn explicit_hash_key(&self) -> Option<HashKey> {
+        self.as_ref().explicit_hash_key()
+    }
+    fn data(&self) -> &[u8] {
+        self.as_ref().data()
+    }
+    fn data_bytes(&self) -> Bytes {
+        self.as_ref().data().clone()
+    }
+}
+
 /// One record as it goes to `PutRecord(s)`: what [`Aggregator::finish`] produces.
 ///
 /// [`Aggregator::finish`]: crate::Aggregator::finish

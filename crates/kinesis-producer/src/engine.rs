@@ -15,8 +15,10 @@
 //! earliest deadline it computed (linger, limiter refill, retry time, map retry) or until a
 //! command or event arrives.
 //!
-//! What the record path costs, and why it is shaped so (the producer aims at about a
-//! microsecond of CPU per 100-byte record, SDK and HTTP included; see `docs/BENCHMARKS.md`):
+//! What the record path costs, and why it is shaped so (the producer aims at under a
+//! microsecond of CPU per 100-byte record, SDK and HTTP included; see `docs/BENCHMARKS.md`;
+//! `put_batch` records also come in views of a shared buffer, see `payload.rs`, and the
+//! MD5s of keys and aggregates run several at once, see `kinesis_aggregation::seal_all`):
 //! an [`Item`] is moved through the channel, the aggregator and the request, so it is kept
 //! small (the linger deadline and the expiry derive from its arrival; what only retried
 //! records need is boxed); shard state lives in a vector indexed by the predicted shard's
@@ -30,7 +32,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kinesis_aggregation::{
-    Aggregator, AggregatorConfig, Finished, HashKey, KinesisRecord, Unsealed, UserRecord, seal_all,
+    AggregatedRecord, Aggregator, AggregatorConfig, Finished, HashKey, KinesisRecord, Unsealed,
+    seal_all,
 };
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
@@ -41,6 +44,7 @@ use crate::api::{
 use crate::config::Config;
 use crate::error::PutFailure;
 use crate::limiter::ShardLimiter;
+use crate::payload::Payload;
 use crate::record::{Attempt, AttemptError, Attempts, Landing, PutOutcome, Record};
 use crate::reply::{Batch, Batches, Reply};
 use crate::retry::{Backoff, RetryBudget};
@@ -53,7 +57,7 @@ const COALESCE: Duration = Duration::from_millis(25);
 
 /// A user record inside the pipeline.
 pub(crate) struct Item {
-    pub user: UserRecord,
+    pub user: Payload,
     pub hash: HashKey,
     /// When the record was put (once it had its buffer space): its linger deadline and its
     /// expiry follow from it and the configuration.
@@ -76,15 +80,24 @@ struct Cold {
     last_end: Option<Instant>,
 }
 
-impl AsRef<UserRecord> for Item {
-    fn as_ref(&self) -> &UserRecord {
-        &self.user
+impl AggregatedRecord for Item {
+    fn partition_key(&self) -> &str {
+        self.user.partition_key()
+    }
+    fn explicit_hash_key(&self) -> Option<HashKey> {
+        self.user.explicit_hash_key()
+    }
+    fn data(&self) -> &[u8] {
+        self.user.data()
+    }
+    fn data_bytes(&self) -> Bytes {
+        self.user.data_bytes()
     }
 }
 
 impl Item {
     pub(crate) fn new(
-        user: UserRecord,
+        user: Payload,
         ehk_text: Option<String>,
         hash: HashKey,
         reply: Reply,
@@ -675,7 +688,7 @@ impl Engine {
             let record = KinesisRecord {
                 partition_key: user.partition_key().to_owned(),
                 explicit_hash_key: user.explicit_hash_key(),
-                data: user.data().clone(),
+                data: user.data_bytes(),
             };
             let f = (
                 Finished {
@@ -707,7 +720,10 @@ impl Engine {
             return;
         }
         let mut groups: BTreeMap<usize, Vec<Item>> = BTreeMap::new();
-        for item in items {
+        for mut item in items {
+            // A record that takes longer than its chunk's others keeps its own copy, not
+            // the chunk's whole buffer.
+            item.user.detach();
             let slot = self.slot_for(item.hash);
             groups.entry(slot).or_default().push(item);
         }

@@ -106,6 +106,7 @@ mod config;
 mod engine;
 mod error;
 mod limiter;
+mod payload;
 mod producer;
 mod record;
 mod reply;

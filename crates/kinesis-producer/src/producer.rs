@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use bytes::{Bytes, BytesMut};
 use kinesis_aggregation::{HashKey, UserRecord};
 use tokio::sync::{Semaphore, TryAcquireError, mpsc, oneshot};
 use tokio::time::Instant;
@@ -12,6 +13,7 @@ use crate::api::{CallErrorKind, KinesisApi, SdkApi, StreamId};
 use crate::config::Config;
 use crate::engine::{Chunk, Command, Engine, Item};
 use crate::error::{BuildError, ConfigError, PutError, PutFailure};
+use crate::payload::Payload;
 use crate::record::Record;
 use crate::reply::{Batch, PutBatchHandle, PutHandle, Reply, UNREGISTERED};
 use crate::shard_map;
@@ -350,6 +352,7 @@ impl Producer {
         // A placeholder: each chunk's records get the time it was handed over.
         let started = Instant::now();
         let mut chunk: Vec<Item> = Vec::new();
+        let mut buffer = BytesMut::new();
         let mut chunk_cost = 0;
         let mut n = 0;
         for record in records {
@@ -364,7 +367,8 @@ impl Producer {
             };
             if !chunk.is_empty() && (chunk.len() >= max_records || chunk_cost + v.cost > max_bytes)
             {
-                self.send_chunk(std::mem::take(&mut chunk), chunk_cost, &batch)
+                let frozen = buffer.split().freeze();
+                self.send_chunk(std::mem::take(&mut chunk), frozen, chunk_cost, &batch)
                     .await;
                 chunk_cost = 0;
             }
@@ -377,16 +381,32 @@ impl Producer {
                 batch: UNREGISTERED,
                 index,
             };
-            chunk.push(v.into_item(reply, started));
+            if buffer.capacity() - buffer.len() < v.cost {
+                // Room for the rest of the chunk if its records are about this size.
+                let left = max_records.saturating_sub(chunk.len()).max(1);
+                buffer.reserve((v.cost - RECORD_OVERHEAD) * left);
+            }
+            chunk.push(v.into_chunk_item(reply, started, &mut buffer));
         }
         if !chunk.is_empty() {
-            self.send_chunk(chunk, chunk_cost, &batch).await;
+            self.send_chunk(chunk, buffer.freeze(), chunk_cost, &batch)
+                .await;
         }
         batch.seal(n);
         PutBatchHandle { batch }
     }
 
-    async fn send_chunk(&self, mut items: Vec<Item>, cost: usize, batch: &Arc<Batch>) {
+    async fn send_chunk(
+        &self,
+        mut items: Vec<Item>,
+        buffer: Bytes,
+        cost: usize,
+        batch: &Arc<Batch>,
+    ) {
+        for item in &mut items {
+            item.user.attach(&buffer);
+        }
+        drop(buffer);
         hash_keys(&mut items);
         let refuse = |items: Vec<Item>| {
             for item in items {
@@ -591,7 +611,20 @@ struct Valid {
 impl Valid {
     fn into_item(self, reply: Reply, arrival: Instant) -> Item {
         Item::new(
-            self.user,
+            Payload::Owned(self.user),
+            self.ehk_text,
+            self.hash,
+            reply,
+            arrival,
+            self.cost,
+        )
+    }
+
+    /// As [`into_item`](Self::into_item), with the key and data copied to the end of
+    /// `chunk` (see [`Payload`]).
+    fn into_chunk_item(self, reply: Reply, arrival: Instant, chunk: &mut BytesMut) -> Item {
+        Item::new(
+            Payload::copy_into(self.user, chunk),
             self.ehk_text,
             self.hash,
             reply,

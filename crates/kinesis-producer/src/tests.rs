@@ -296,6 +296,40 @@ async fn retries_back_off_and_end_at_the_ttl_with_every_attempt() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn batch_records_come_back_whole_after_retries_from_their_shared_buffer() {
+    // put_batch copies keys and data into one buffer per chunk; retries detach each record
+    // into its own copy. Whatever the path, a failed record is handed back unchanged.
+    let api = fake(Some("InternalFailure"));
+    let producer = builder()
+        .record_ttl(Duration::from_secs(3))
+        .build_with_api(api.clone())
+        .await
+        .unwrap();
+    let records: Vec<Record> = (0..1200)
+        .map(|i| {
+            let r = Record::new(format!("ключ-{i}"), vec![i as u8; i % 300]);
+            if i % 7 == 0 {
+                r.with_explicit_hash_key(format!("{}", i * 1000))
+            } else {
+                r
+            }
+        })
+        .collect();
+    let outcomes = producer.put_batch(records.clone()).await.await;
+    assert_eq!(outcomes.len(), records.len());
+    for (want, got) in records.iter().zip(outcomes) {
+        match got {
+            Err(PutFailure::Expired { record, attempts }) => {
+                assert_eq!(&record, want);
+                assert!(attempts.len() >= 2, "{}", attempts.len());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(api.calls.lock().unwrap().len() > 2);
+}
+
+#[tokio::test(start_paused = true)]
 async fn permanent_errors_fail_at_once() {
     let api = fake(Some("KMSDisabledException"));
     let producer = builder().build_with_api(api.clone()).await.unwrap();

@@ -1,0 +1,171 @@
+//! A record's key and data inside the producer: the caller's own allocations (`put`), or
+//! views into one buffer shared by a `put_batch` chunk.
+//!
+//! ```text
+//!  put        Record { String, Bytes } ───────────────────────────► Payload::Owned
+//!  put_batch  Record { String, Bytes } ─ copy key ‖ data ─► chunk buffer (BytesMut)
+//!                    └─ dropped at once, on the caller's thread    │ frozen when the chunk
+//!                                                                  ▼ is handed over
+//!                                               Payload::Shared { buffer, ranges } × n
+//!  retry / map change ─► Payload::Owned (copied out, so a long-lived record does not keep a
+//!                        whole chunk's buffer alive)
+//! ```
+//!
+//! Why copy: the engine runs on another thread than the caller. Freeing the caller's two
+//! small allocations per record there cost more than the whole aggregation format once MD5
+//! ran eight lanes at a time: with glibc, small chunks freed by another thread pile up in
+//! the allocating thread's arena and are consolidated on its next large allocation
+//! (measured: 0.15 µs per record, `docs/BENCHMARKS.md`). Dropped right after the copy, on
+//! the thread that allocated them, they go back to its cache and serve the caller's next
+//! records; the engine then frees one buffer per chunk.
+
+use std::ops::Range;
+
+use bytes::Bytes;
+use kinesis_aggregation::{HashKey, UserRecord};
+
+/// A record's partition key, explicit hash key and data.
+#[derive(Debug)]
+pub(crate) enum Payload {
+    /// The caller's own allocations.
+    Owned(UserRecord),
+    /// Key and data in a buffer shared by the records of one `put_batch` chunk. The
+    /// buffer is empty until the chunk is handed over ([`Payload::attach`]).
+    Shared {
+        buffer: Bytes,
+        key: Range<u32>,
+        data: Range<u32>,
+        explicit_hash_key: Option<HashKey>,
+    },
+}
+
+impl Payload {
+    /// Copies `user`'s key and data to the end of `chunk`, dropping its allocations.
+    pub(crate) fn copy_into(user: UserRecord, chunk: &mut bytes::BytesMut) -> Payload {
+        let (key, explicit_hash_key, data) = user.into_parts();
+        let at = |n: usize| u32::try_from(n).expect("chunk buffers stay far below 4 GiB");
+        let k0 = at(chunk.len());
+        chunk.extend_from_slice(key.as_bytes());
+        let d0 = at(chunk.len());
+        chunk.extend_from_slice(&data);
+        let d1 = at(chunk.len());
+        Payload::Shared {
+            buffer: Bytes::new(),
+            key: k0..d0,
+            data: d0..d1,
+            explicit_hash_key,
+        }
+    }
+
+    /// Points a copied record at its chunk's buffer, now frozen.
+    pub(crate) fn attach(&mut self, chunk: &Bytes) {
+        if let Payload::Shared { buffer, .. } = self {
+            *buffer = chunk.clone();
+        }
+    }
+
+    /// The record with its own allocations, releasing its share of a chunk buffer.
+    pub(crate) fn detach(&mut self) {
+        if let Payload::Shared { .. } = self {
+            let (key, ehk, data) = std::mem::replace(self, Payload::empty()).into_parts();
+            let data = Bytes::copy_from_slice(&data);
+            let user = UserRecord::new(key, data).expect("validated when it was put");
+            *self = Payload::Owned(match ehk {
+                Some(k) => user.with_explicit_hash_key(k),
+                None => user,
+            });
+        }
+    }
+
+    fn empty() -> Payload {
+        Payload::Shared {
+            buffer: Bytes::new(),
+            key: 0..0,
+            data: 0..0,
+            explicit_hash_key: None,
+        }
+    }
+
+    pub(crate) fn partition_key(&self) -> &str {
+        match self {
+            Payload::Owned(u) => u.partition_key(),
+            Payload::Shared { buffer, key, .. } => {
+                std::str::from_utf8(&buffer[key.start as usize..key.end as usize])
+                    .expect("copied from a String")
+            }
+        }
+    }
+
+    pub(crate) fn explicit_hash_key(&self) -> Option<HashKey> {
+        match self {
+            Payload::Owned(u) => u.explicit_hash_key(),
+            Payload::Shared {
+                explicit_hash_key, ..
+            } => *explicit_hash_key,
+        }
+    }
+
+    pub(crate) fn data(&self) -> &[u8] {
+        match self {
+            Payload::Owned(u) => u.data(),
+            Payload::Shared { buffer, data, .. } => &buffer[data.start as usize..data.end as usize],
+        }
+    }
+
+    /// The data as `Bytes`: the caller's own, or a slice of the chunk buffer.
+    pub(crate) fn data_bytes(&self) -> Bytes {
+        match self {
+            Payload::Owned(u) => u.data().clone(),
+            Payload::Shared { buffer, data, .. } => {
+                buffer.slice(data.start as usize..data.end as usize)
+            }
+        }
+    }
+
+    /// `(partition_key, explicit_hash_key, data)`, to hand the record back.
+    pub(crate) fn into_parts(self) -> (String, Option<HashKey>, Bytes) {
+        match self {
+            Payload::Owned(u) => u.into_parts(),
+            p @ Payload::Shared { .. } => (
+                p.partition_key().to_owned(),
+                p.explicit_hash_key(),
+                p.data_bytes(),
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_copied_record_reads_back_and_detaches_unchanged() {
+        let mut chunk = bytes::BytesMut::new();
+        let a = UserRecord::new("ключ-a", &b"first"[..]).unwrap();
+        let b = UserRecord::new("b", &b""[..])
+            .unwrap()
+            .with_explicit_hash_key(HashKey(7));
+        let mut pa = Payload::copy_into(a, &mut chunk);
+        let mut pb = Payload::copy_into(b, &mut chunk);
+        let frozen = chunk.freeze();
+        pa.attach(&frozen);
+        pb.attach(&frozen);
+        assert_eq!(
+            (pa.partition_key(), pa.data(), pa.explicit_hash_key()),
+            ("ключ-a", &b"first"[..], None)
+        );
+        assert_eq!(pb.explicit_hash_key(), Some(HashKey(7)));
+        assert_eq!(pb.data_bytes(), Bytes::new());
+        pa.detach();
+        assert!(matches!(pa, Payload::Owned(_)));
+        assert_eq!(
+            pa.into_parts(),
+            ("ключ-a".to_owned(), None, Bytes::from_static(b"first"))
+        );
+        assert_eq!(
+            pb.into_parts(),
+            ("b".to_owned(), Some(HashKey(7)), Bytes::new())
+        );
+    }
+}
