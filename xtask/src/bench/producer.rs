@@ -49,6 +49,14 @@ const SPECS: &[Spec] = &[
         peer: Some("aiokpl-default"),
     },
     Spec {
+        label: "cpu-default-batch",
+        title: "kinesis-producer, default rate limit (150 %), put_batch(500)",
+        kind: Kind::Rust,
+        args: &["--scenario", "cpu", "--batch", "500"],
+        in_quick: false,
+        peer: Some("aiokpl-default"),
+    },
+    Spec {
         label: "cpu-open",
         title: "kinesis-producer, limiter opened",
         kind: Kind::Rust,
