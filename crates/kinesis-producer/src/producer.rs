@@ -381,10 +381,13 @@ impl Producer {
                 batch: UNREGISTERED,
                 index,
             };
-            if buffer.capacity() - buffer.len() < v.cost {
-                // Room for the rest of the chunk if its records are about this size.
+            let size = v.cost - RECORD_OVERHEAD;
+            if buffer.capacity() - buffer.len() < size {
+                // Room for the rest of the chunk if its records are about this size, within
+                // the chunk's byte limit (large records make short chunks).
                 let left = max_records.saturating_sub(chunk.len()).max(1);
-                buffer.reserve((v.cost - RECORD_OVERHEAD) * left);
+                let room = max_bytes.saturating_sub(chunk_cost) / v.cost * size;
+                buffer.reserve((size * left).min(size + room));
             }
             chunk.push(v.into_chunk_item(reply, started, &mut buffer));
         }
