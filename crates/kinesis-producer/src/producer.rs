@@ -614,7 +614,7 @@ struct Valid {
 impl Valid {
     fn into_item(self, reply: Reply, arrival: Instant) -> Item {
         Item::new(
-            Payload::Owned(self.user),
+            Payload::owned(self.user),
             self.ehk_text,
             self.hash,
             reply,
