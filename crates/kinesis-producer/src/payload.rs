@@ -92,7 +92,6 @@ impl Payload {
     pub(crate) fn detach(&mut self) {
         if let Shared { .. } = self.0 {
             let (key, ehk, data) = std::mem::replace(self, Payload::empty()).into_parts();
-            let data = Bytes::copy_from_slice(&data);
             let user = UserRecord::new(key, data).expect("validated when it was put");
             self.0 = Owned(match ehk {
                 Some(k) => user.with_explicit_hash_key(k),
@@ -150,14 +149,16 @@ impl Payload {
         }
     }
 
-    /// `(partition_key, explicit_hash_key, data)`, to hand the record back.
+    /// `(partition_key, explicit_hash_key, data)`, to hand the record back: with its own
+    /// copy of the data, so that a record kept by the caller (to put again later, say) does
+    /// not keep a whole chunk's buffer alive.
     pub(crate) fn into_parts(self) -> (String, Option<HashKey>, Bytes) {
         match self.0 {
             Owned(u) => u.into_parts(),
             Shared { .. } => (
                 self.partition_key().to_owned(),
                 self.explicit_hash_key(),
-                self.data_bytes(),
+                Bytes::copy_from_slice(self.data()),
             ),
         }
     }
@@ -184,9 +185,12 @@ mod tests {
             .with_explicit_hash_key(HashKey(7));
         let mut pa = Payload::copy_into(a, &mut chunk);
         let mut pb = Payload::copy_into(b, &mut chunk);
+        let c = UserRecord::new("c", vec![9u8; 100]).unwrap();
+        let mut pc = Payload::copy_into(c, &mut chunk);
         let frozen = chunk.freeze();
-        pa.attach(&frozen);
-        pb.attach(&frozen);
+        for p in [&mut pa, &mut pb, &mut pc] {
+            p.attach(&frozen);
+        }
         assert_eq!(
             (pa.partition_key(), pa.data(), pa.explicit_hash_key()),
             ("ключ-a", &b"first"[..], None)
@@ -199,6 +203,11 @@ mod tests {
             pa.into_parts(),
             ("ключ-a".to_owned(), None, Bytes::from_static(b"first"))
         );
+        // Handed back with its own copy, not a slice of the chunk's buffer.
+        let (_, _, data) = pc.into_parts();
+        assert_eq!(data, vec![9u8; 100]);
+        let buffer = frozen.as_ptr() as usize..frozen.as_ptr() as usize + frozen.len();
+        assert!(!buffer.contains(&(data.as_ptr() as usize)));
         assert_eq!(
             pb.into_parts(),
             ("b".to_owned(), Some(HashKey(7)), Bytes::new())
